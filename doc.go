@@ -1,0 +1,97 @@
+// Package redislimit limits the rate of calls per key, with the state in
+// Redis, so that every process sharing a Redis shares the limit.
+//
+//	lim, err := redislimit.New(rdb, redislimit.SlidingLog(100, time.Minute))
+//	...
+//	res, err := lim.Allow(ctx, clientIP)
+//	if err != nil {
+//		// Redis failed or the input was bad: not a decision.
+//	}
+//	if !res.Allowed {
+//		// Denied: retry in res.RetryAfter.
+//	}
+//
+// # Algorithms
+//
+//   - [FixedWindow](limit, window): a key's window opens at the first call it
+//     admits and closes window later; at most limit units are admitted per
+//     window. Cheapest; allows bursts of up to 2×limit across a window edge.
+//   - [SlidingLog](limit, window): at most limit units are admitted in any
+//     period of length window, exactly. State grows with limit.
+//   - [TokenBucket](rate, per, burst): a bucket that starts full at burst
+//     tokens and refills continuously at rate tokens every per, never above
+//     burst. Smooth, constant state; the usual choice for APIs.
+//
+// # Guarantees
+//
+// Every algorithm keeps these:
+//
+//   - One decision is one round trip: one EVALSHA in steady state. When
+//     Redis does not have the script (after a restart or SCRIPT FLUSH) the
+//     call falls back to EVAL once: an extra round trip, never an error.
+//   - Atomic: reading the state, deciding, writing it and setting its TTL
+//     happen inside one script. Every key a script writes gets a TTL in that
+//     script, and a key found without one gets one. No key lives forever;
+//     TTLs only collect garbage and decisions never depend on them.
+//   - A denied call consumes nothing, and [Limiter.AllowN] is all or nothing.
+//     A cost above the capacity could never succeed: it returns
+//     [ErrCostExceedsLimit] and sends nothing.
+//   - Bad input (an empty key, a cost below 1, a limit, rate or burst below
+//     1, a window under a millisecond) returns a sentinel error that
+//     [errors.Is] matches, before anything is sent to Redis. Errors never
+//     contain the user's key. A denial is a [Result], never an error.
+//   - A malformed reply from a script is an error wrapping
+//     [ErrMalformedReply], never a panic.
+//
+// # Time
+//
+// By default the scripts read Redis's clock (TIME, in microseconds), so app
+// servers whose clocks disagree still agree on every decision. [WithClock]
+// switches to the client's clock, passed to the script, for Redis services
+// that refuse TIME in scripts and for deterministic tests. Either way, time
+// going backwards never refills capacity, never panics and never produces a
+// negative duration: the state is treated as if no time had passed.
+// Redis 5.0 or later is required (scripts that call TIME before writing).
+//
+// # Keys
+//
+// The Redis key for user key K is
+//
+//	prefix + name + ":{" + K + "}"
+//
+// where prefix is [DefaultPrefix] ("rl:") unless [WithPrefix] sets another
+// and name is the algorithm's: "fw", "sl" or "tb". So a sliding log on key
+// "203.0.113.7" lives at "rl:sl:{203.0.113.7}". Two algorithms on the same
+// user key never collide. The user key sits in a Redis Cluster hash tag, so
+// it alone picks the key's slot. Any byte string of 1 to [MaxKeyLen] bytes
+// is a valid key. Limiters with different parameters of the same algorithm
+// share state when they share a prefix: give each its own [WithPrefix].
+//
+// # Writing an algorithm
+//
+// Implement [Algorithm] in any package and pass it to [New]; the Limiter
+// does the rest. Its script is called as
+//
+//	KEYS[1]  the Redis key, built as above with the algorithm's Name
+//	ARGV[1]  now in µs since the Unix epoch as a decimal integer, or "" when
+//	         the script must read Redis TIME
+//	ARGV[2]  the cost n, an integer from 1 to Limit()
+//	ARGV[3]  "1" to consume n when allowed, "0" to only report ([Limiter.Peek])
+//	ARGV[4…] the values returned by Args
+//
+// and must reply with an array of four integers:
+//
+//	{allowed (1 or 0), remaining units, retry_after µs, reset_after µs}
+//
+// with none negative, retry_after 0 exactly when allowed is 1, and durations
+// at most [MaxWindow]. It must touch no key but KEYS[1], set a TTL on it
+// whenever it writes it, and never write when ARGV[3] is "0" beyond
+// collecting expired state. Lua numbers are doubles: keep times in integer
+// µs, and format large numbers with string.format("%d", x), never with
+// tostring or "..", which keep only 14 digits.
+//
+// # Concurrency
+//
+// A [Limiter] is safe for concurrent use by multiple goroutines, and any
+// number of Limiters in any number of processes may share keys.
+package redislimit

@@ -1,0 +1,44 @@
+package redislimit
+
+import (
+	_ "embed"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed scripts/fixedwindow.lua
+var fixedWindowLua string
+
+var fixedWindowScript = redis.NewScript(fixedWindowLua)
+
+// FixedWindow returns an [Algorithm] that admits at most limit units per
+// window. A key's window opens at the first call it admits and closes window
+// later; the first admitted call after that opens the next. Bursts of up to
+// 2×limit can straddle two windows; use [SlidingLog] where that matters.
+//
+// limit must be at least 1 and window between a millisecond and
+// [MaxWindow] (used with µs precision); otherwise [New] returns an error
+// wrapping [ErrInvalidConfig]. State per key: one short string.
+func FixedWindow(limit int, window time.Duration) Algorithm {
+	return fixedWindow{limit: limit, window: window}
+}
+
+type fixedWindow struct {
+	limit  int
+	window time.Duration
+}
+
+func (fixedWindow) Name() string          { return "fw" }
+func (a fixedWindow) Limit() int          { return a.limit }
+func (fixedWindow) Script() *redis.Script { return fixedWindowScript }
+
+func (a fixedWindow) Args() ([]any, error) {
+	if err := checkUnits("fixed window", "limit", a.limit, maxUnits); err != nil {
+		return nil, err
+	}
+	if err := checkSpan("fixed window", "window", a.window); err != nil {
+		return nil, err
+	}
+	return []any{a.limit, a.window.Microseconds()}, nil
+}

@@ -1,0 +1,70 @@
+-- Fixed window: at most ARGV[4] units per window of ARGV[5] µs. A key's window
+-- opens at the first call it admits and closes ARGV[5] µs later; the next
+-- admitted call after that opens a new one.
+--
+-- KEYS[1]  the limiter key
+-- ARGV[1]  now, in µs since the Unix epoch, or "" to read Redis TIME
+-- ARGV[2]  cost, whole units >= 1
+-- ARGV[3]  "1" to consume the cost when it is allowed, "0" to only report
+-- ARGV[4]  limit, units per window
+-- ARGV[5]  window, in µs (>= 1000)
+-- Reply    {allowed 1|0, remaining units, retry_after µs, reset_after µs}
+--
+-- State: the string "<window end µs> <count>", written with SET ... PX so it
+-- expires when its window closes. The TTL only collects garbage: decisions
+-- read the stored end. A value in any other form (a bare counter left by
+-- INCR-based code, say) counts as that many units in a window opening now,
+-- and is rewritten with a TTL even when the call is denied. A key of ours
+-- found without a TTL gets one.
+--
+-- Time going backwards: the stored end is clamped to now + window, so no
+-- count is forgotten and no duration exceeds the window.
+
+local key = KEYS[1]
+local now = ARGV[1]
+if now == '' then
+  local t = redis.call('TIME')
+  now = t[1] * 1000000 + t[2]
+else
+  now = tonumber(now)
+end
+local n = tonumber(ARGV[2])
+local limit = tonumber(ARGV[4])
+local window = tonumber(ARGV[5])
+
+local wend, count, dirty = 0, 0, false
+local v = redis.call('GET', key)
+if v then
+  local e, c = string.match(v, '^(%d+) (%d+)$')
+  if e then
+    wend, count = tonumber(e), tonumber(c)
+  else
+    count = math.floor(tonumber(v) or 0)
+    if count ~= count or count < 0 or count > limit then count = limit end
+    wend, dirty = now + window, true
+  end
+end
+if wend <= now then
+  wend, count = now + window, 0
+elseif wend > now + window then
+  wend = now + window
+end
+
+local allowed = count + n <= limit
+if allowed and ARGV[3] == '1' then
+  count = count + n
+  dirty = true
+end
+local left = wend - now
+if dirty then
+  redis.call('SET', key, string.format('%d %d', wend, count), 'PX', math.ceil(left / 1000))
+elseif v and redis.call('PTTL', key) == -1 then
+  redis.call('PEXPIRE', key, math.ceil(left / 1000))
+end
+
+local retry, reset = 0, 0
+if not allowed then retry = left end
+if count > 0 then reset = left end
+local remaining = limit - count
+if remaining < 0 then remaining = 0 end
+return {allowed and 1 or 0, remaining, retry, reset}

@@ -1,0 +1,57 @@
+package redislimit
+
+import (
+	_ "embed"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+//go:embed scripts/tokenbucket.lua
+var tokenBucketLua string
+
+var tokenBucketScript = redis.NewScript(tokenBucketLua)
+
+// TokenBucket returns an [Algorithm] with a bucket of burst tokens per key
+// that starts full and refills continuously at rate tokens every per, never
+// above burst. A call of cost n takes n tokens. Over any period t it admits
+// at most burst + rate×t/per units.
+//
+// rate and burst must be at least 1, per at least a millisecond, the refill
+// interval per/rate at least a microsecond (it is kept in whole µs, rounded
+// down), and burst×per/rate at most [MaxWindow]; otherwise [New] returns an
+// error wrapping [ErrInvalidConfig]. State per key: one integer.
+func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
+	return tokenBucket{rate: rate, per: per, burst: burst}
+}
+
+type tokenBucket struct {
+	rate  int
+	per   time.Duration
+	burst int
+}
+
+func (tokenBucket) Name() string          { return "tb" }
+func (a tokenBucket) Limit() int          { return a.burst }
+func (tokenBucket) Script() *redis.Script { return tokenBucketScript }
+
+func (a tokenBucket) Args() ([]any, error) {
+	if err := checkUnits("token bucket", "rate", a.rate, maxUnits); err != nil {
+		return nil, err
+	}
+	if err := checkUnits("token bucket", "burst", a.burst, maxUnits); err != nil {
+		return nil, err
+	}
+	if err := checkSpan("token bucket", "per", a.per); err != nil {
+		return nil, err
+	}
+	interval := a.per.Microseconds() / int64(a.rate)
+	if interval < 1 {
+		return nil, fmt.Errorf("%w: token bucket: rate %d per %v refills faster than one token per µs", ErrInvalidConfig, a.rate, a.per)
+	}
+	if int64(a.burst) > int64(MaxWindow/time.Microsecond)/interval {
+		return nil, fmt.Errorf("%w: token bucket: burst %d takes longer than MaxWindow to refill", ErrInvalidConfig, a.burst)
+	}
+	return []any{a.burst, interval}, nil
+}
