@@ -1,0 +1,119 @@
+package harness
+
+import (
+	"context"
+	"math"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit/internal/redistest"
+)
+
+func TestParseCommandStats(t *testing.T) {
+	info := "# Commandstats\r\n" +
+		"cmdstat_evalsha:calls=10,usec=50,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_script|load:calls=2,usec=7,usec_per_call=3.50,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_script|exists:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_INCR:calls=3,usec=2,usec_per_call=0.67\r\n"
+	got, err := ParseCommandStats(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]CmdStat{
+		"evalsha": {Calls: 10, Usec: 50},
+		"script":  {Calls: 3, Usec: 8},
+		"incr":    {Calls: 3, Usec: 2},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ParseCommandStats (-want +got):\n%s", diff)
+	}
+	for _, bad := range []string{"cmdstat_get\r\n", "cmdstat_get:calls=x,usec=1\r\n", "cmdstat_get:calls=1\r\n"} {
+		if _, err := ParseCommandStats(bad); err == nil {
+			t.Errorf("ParseCommandStats(%q) = nil error, want one", bad)
+		}
+	}
+}
+
+func TestServerUsec(t *testing.T) {
+	before := map[string]CmdStat{"evalsha": {Calls: 5, Usec: 100}, "get": {Calls: 0, Usec: 0}}
+	after := map[string]CmdStat{
+		"evalsha": {Calls: 15, Usec: 300}, // +10 calls, +200 µs, all sent by the client
+		"get":     {Calls: 20, Usec: 40},  // 10 sent, 10 from inside scripts
+		"info":    {Calls: 1, Usec: 1000}, // not sent: ignored
+	}
+	got := ServerUsec(before, after, map[string]int64{"evalsha": 10, "get": 10})
+	if want := 200.0 + 20.0; math.Abs(got-want) > 1e-9 {
+		t.Errorf("ServerUsec = %v, want %v", got, want)
+	}
+}
+
+func TestCounter(t *testing.T) {
+	ctx := context.Background()
+	m := redistest.Mini(t)
+	var ctr Counter
+	c := redistest.NewClient(t, m.Addr())
+	c.AddHook(&ctr)
+	if err := c.Ping(ctx).Err(); err != nil { // the first command also sets up the connection
+		t.Fatal(err)
+	}
+	ctr.Reset()
+
+	c.Incr(ctx, "k")
+	if _, err := c.Pipelined(ctx, func(p redis.Pipeliner) error {
+		p.Get(ctx, "k")
+		p.Time(ctx)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.TxPipelined(ctx, func(p redis.Pipeliner) error {
+		p.Incr(ctx, "k")
+		p.Expire(ctx, "k", 60e9)
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := ctr.Trips(), int64(3); got != want {
+		t.Errorf("Trips = %d, want %d", got, want)
+	}
+	want := map[string]int64{"incr": 1, "get": 1, "time": 1, "multi": 1, "exec": 1}
+	if diff := cmp.Diff(want, ctr.Names()); diff != "" {
+		t.Errorf("Names (-want +got):\n%s", diff)
+	}
+	ctr.Reset()
+	if ctr.Trips() != 0 || len(ctr.Names()) != 0 {
+		t.Errorf("after Reset: Trips = %d, Names = %v, want zero", ctr.Trips(), ctr.Names())
+	}
+}
+
+func TestCheckLoopback(t *testing.T) {
+	for _, tc := range []struct {
+		addr string
+		ok   bool
+	}{
+		{"127.0.0.1:6379", true},
+		{"localhost:6379", true},
+		{"[::1]:6379", true},
+		{"10.0.0.1:6379", false},
+		{"127.0.0.2:6379", false},
+		{"redis.example.com:6379", false},
+		{"127.0.0.1", false},
+	} {
+		if err := checkLoopback(tc.addr); (err == nil) != tc.ok {
+			t.Errorf("checkLoopback(%q) = %v, want ok %v", tc.addr, err, tc.ok)
+		}
+	}
+}
+
+// TestCounterAllocs keeps the hook out of the allocs/op it helps report.
+func TestCounterAllocs(t *testing.T) {
+	var ctr Counter
+	ctr.add("evalsha")
+	hook := ctr.ProcessHook(func(context.Context, redis.Cmder) error { return nil })
+	cmd := redis.NewCmd(context.Background(), "evalsha", "abc", 1, "k")
+	if n := testing.AllocsPerRun(100, func() { _ = hook(context.Background(), cmd) }); n != 0 {
+		t.Errorf("ProcessHook allocates %v times per command, want 0", n)
+	}
+}

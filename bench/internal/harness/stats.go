@@ -1,0 +1,141 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// CmdStat is one command's line of INFO commandstats.
+type CmdStat struct {
+	Calls int64 // calls, including those made from scripts and EXEC
+	Usec  int64 // server time in microseconds, a script's inner calls included
+}
+
+// CommandStats returns INFO commandstats by lower-case command name, with
+// subcommands ("script|load") added into their command ("script").
+func CommandStats(ctx context.Context, c redis.Cmdable) (map[string]CmdStat, error) {
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, fmt.Errorf("INFO commandstats: %w", err)
+	}
+	return ParseCommandStats(info)
+}
+
+// ParseCommandStats parses the text of INFO commandstats, as [CommandStats]
+// describes.
+func ParseCommandStats(info string) (map[string]CmdStat, error) {
+	out := make(map[string]CmdStat)
+	for _, line := range strings.Split(info, "\n") {
+		line = strings.TrimSpace(line)
+		rest, ok := strings.CutPrefix(line, "cmdstat_")
+		if !ok {
+			continue
+		}
+		name, fields, ok := strings.Cut(rest, ":")
+		if !ok {
+			return nil, fmt.Errorf("commandstats: malformed line %q", line)
+		}
+		name, _, _ = strings.Cut(strings.ToLower(name), "|")
+		var s CmdStat
+		var seen int
+		for _, f := range strings.Split(fields, ",") {
+			k, v, _ := strings.Cut(f, "=")
+			var dst *int64
+			switch k {
+			case "calls":
+				dst = &s.Calls
+			case "usec":
+				dst = &s.Usec
+			default:
+				continue
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return nil, fmt.Errorf("commandstats: %s in %q: %w", k, line, err)
+			}
+			*dst = n
+			seen++
+		}
+		if seen != 2 {
+			return nil, fmt.Errorf("commandstats: no calls or usec in %q", line)
+		}
+		prev := out[name]
+		out[name] = CmdStat{Calls: prev.Calls + s.Calls, Usec: prev.Usec + s.Usec}
+	}
+	return out, nil
+}
+
+// ServerUsec returns the Redis time, in microseconds, spent on the commands
+// a client sent at the top level, given INFO commandstats before and after
+// and the client's top-level command counts. A command also called from
+// scripts or EXEC (whose time already includes it) contributes only the
+// share of its time that matches the share of its calls the client made.
+func ServerUsec(before, after map[string]CmdStat, sent map[string]int64) float64 {
+	var total float64
+	for name, n := range sent {
+		calls := after[name].Calls - before[name].Calls
+		usec := after[name].Usec - before[name].Usec
+		if calls <= 0 || n <= 0 {
+			continue
+		}
+		share := float64(n) / float64(calls)
+		if share > 1 {
+			share = 1
+		}
+		total += float64(usec) * share
+	}
+	return total
+}
+
+// Meter measures one timed section of a benchmark: round trips through its
+// [Counter] and, on a real server, Redis time from INFO commandstats.
+type Meter struct {
+	b      *testing.B
+	t      *Target
+	ctr    *Counter
+	before map[string]CmdStat
+}
+
+// Measure resets ctr, takes the INFO commandstats snapshot and returns a
+// Meter; it calls b.ReportAllocs. Call it just before the timed loop (b.Loop
+// starts the timer itself; RunParallel needs b.ResetTimer first).
+func Measure(b *testing.B, t *Target, ctr *Counter) *Meter {
+	b.Helper()
+	b.ReportAllocs()
+	m := &Meter{b: b, t: t, ctr: ctr}
+	if t.Real() {
+		s, err := CommandStats(context.Background(), t.admin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.before = s
+	}
+	ctr.Reset()
+	return m
+}
+
+// Done stops the timer and reports roundtrips/op and, on a real server,
+// redis-usec/op over b.N operations.
+func (m *Meter) Done() {
+	b := m.b
+	b.Helper()
+	b.StopTimer()
+	if b.N == 0 {
+		return
+	}
+	sent := m.ctr.Names()
+	b.ReportMetric(float64(m.ctr.Trips())/float64(b.N), "roundtrips/op")
+	if m.before == nil {
+		return
+	}
+	after, err := CommandStats(context.Background(), m.t.admin)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(ServerUsec(m.before, after, sent)/float64(b.N), "redis-usec/op")
+}
