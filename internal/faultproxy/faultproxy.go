@@ -23,11 +23,16 @@
 // proxies do, so a stopped target shows as an accepted connection that ends at
 // once. Use [Proxy.Refuse] for refused dials.
 //
-// Buffers are bounded: each direction of a connection holds at most
-// queueChunks+3 chunks of up to chunkSize bytes (112 KiB); beyond that the
-// proxy stops reading and TCP flow control pushes back on the sender. Every
-// goroutine the proxy starts ends when its connection ends, and
-// [Proxy.Close] waits for all of them.
+// Buffers are bounded: each direction of a connection holds at most seven
+// chunks of up to 16 KiB (a read buffer, one chunk being written, one being
+// queued and a queue of four); beyond that the proxy stops reading and TCP
+// flow control pushes back on the sender, so a stall or a long latency holds
+// at most that much plus what the kernel buffers.
+//
+// Every connection costs five goroutines (a handler, and a reader and a
+// writer per direction). Each ends when its connection ends; [Proxy.CutAll]
+// and [Proxy.Close] wait for them, and the accept loop ends with its
+// listener.
 package faultproxy
 
 import (
@@ -161,8 +166,10 @@ func (p *Proxy) Refuse() {
 	}
 }
 
-// CutAll closes every open connection, on both sides, without forwarding
-// what they hold. The client reads EOF, or fails its next write. New
+// CutAll closes every connection open when it is called, on both sides
+// (the client reads EOF, the server sees its client leave), without forwarding
+// what they hold. A client's command in flight fails; go-redis notices a
+// closed idle connection and dials a new one for its next command. New
 // connections are handled as usual. CutAll returns once the cut connections'
 // goroutines have ended, so [Proxy.Conns] no longer counts them.
 func (p *Proxy) CutAll() {

@@ -296,6 +296,25 @@ func TestCutAll(t *testing.T) {
 		}
 	})
 
+	t.Run("idle connection is replaced", func(t *testing.T) {
+		_, p := setup(t)
+		c := redistest.NewClient(t, p.Addr(), oneConn, noRetries)
+		ctx := context.Background()
+		for i := 0; i < 5; i++ {
+			if err := c.Ping(ctx).Err(); err != nil {
+				t.Fatalf("PING %d: %v", i, err)
+			}
+			p.CutAll()
+			// go-redis checks an idle connection before reuse and dials anew.
+			if err := c.Ping(ctx).Err(); err != nil {
+				t.Fatalf("PING %d after cutting the idle connection: %v", i, err)
+			}
+		}
+		if got := p.Accepted(); got != 6 {
+			t.Errorf("Accepted() = %d after 5 cuts, want 6", got)
+		}
+	})
+
 	t.Run("stall then cut drops held data", func(t *testing.T) {
 		srv, p := setup(t)
 		direct := srv.Client()

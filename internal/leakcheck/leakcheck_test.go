@@ -35,6 +35,16 @@ func parkedUntilClosed(c chan struct{}, done *sync.WaitGroup) {
 	<-c
 }
 
+// startParked starts a goroutine that blocks until the returned function
+// is called, which waits for it to end.
+func startParked() (stop func()) {
+	c := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go parkedUntilClosed(c, &wg)
+	return func() { close(c); wg.Wait() }
+}
+
 func TestGoroutines(t *testing.T) {
 	tests := []struct {
 		name string
@@ -67,26 +77,14 @@ func TestGoroutines(t *testing.T) {
 			},
 		},
 		{
-			name: "goroutine still blocked",
-			after: func() func() {
-				c := make(chan struct{})
-				var wg sync.WaitGroup
-				wg.Add(1)
-				go parkedUntilClosed(c, &wg)
-				return func() { close(c); wg.Wait() }
-			},
+			name:     "goroutine still blocked",
+			after:    startParked,
 			wantLeak: true,
 		},
 		{
-			name: "goroutine from before the baseline is not a leak",
-			before: func() func() {
-				c := make(chan struct{})
-				var wg sync.WaitGroup
-				wg.Add(1)
-				go parkedUntilClosed(c, &wg)
-				return func() { close(c); wg.Wait() }
-			},
-			after: func() func() { return func() {} },
+			name:   "goroutine from before the baseline is not a leak",
+			before: startParked,
+			after:  func() func() { return func() {} },
 		},
 	}
 	for _, tt := range tests {
@@ -114,21 +112,12 @@ func TestGoroutines(t *testing.T) {
 // TestGoroutinesSwap checks that a goroutine ending cannot hide another that
 // started: the count is back to the baseline, but the set is not.
 func TestGoroutinesSwap(t *testing.T) {
-	oldStop := make(chan struct{})
-	var oldDone sync.WaitGroup
-	oldDone.Add(1)
-	go parkedUntilClosed(oldStop, &oldDone)
-
+	stopOld := startParked()
 	r := &recorder{TB: t}
 	done := check(r, 100*time.Millisecond)
-
-	close(oldStop)
-	oldDone.Wait()
-	newStop := make(chan struct{})
-	var newDone sync.WaitGroup
-	newDone.Add(1)
-	go parkedUntilClosed(newStop, &newDone)
-	defer func() { close(newStop); newDone.Wait() }()
+	stopOld()
+	stopNew := startParked()
+	defer stopNew()
 
 	done()
 	if r.report() == "" {
