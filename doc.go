@@ -50,7 +50,8 @@
 // switches to the client's clock, passed to the script, for Redis services
 // that refuse TIME in scripts and for deterministic tests. Either way, time
 // going backwards never refills capacity, never panics and never produces a
-// negative duration: the state is treated as if no time had passed.
+// negative duration: state left in the future is treated as if it had been
+// written now.
 // Redis 5.0 or later is required (scripts that call TIME before writing).
 //
 // # Keys
@@ -85,8 +86,8 @@
 //
 // with none negative, retry_after 0 exactly when allowed is 1, and durations
 // at most [MaxWindow]. It must touch no key but KEYS[1], set a TTL on it
-// whenever it writes it, and never write when ARGV[3] is "0" beyond
-// collecting expired state. Lua numbers are doubles: keep times in integer
+// whenever it writes it, and never consume when ARGV[3] is "0" (it may
+// still drop expired state or repair state the clock left in the future). Lua numbers are doubles: keep times in integer
 // µs, and format large numbers with string.format("%d", x), never with
 // tostring or "..", which keep only 14 digits.
 //

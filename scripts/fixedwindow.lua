@@ -17,8 +17,9 @@
 -- and is rewritten with a TTL even when the call is denied. A key of ours
 -- found without a TTL gets one.
 --
--- Time going backwards: the stored end is clamped to now + window, so no
--- count is forgotten and no duration exceeds the window.
+-- Time going backwards: a stored end past now + window is moved back to it
+-- and written, so no count is forgotten, nothing refills, and the window
+-- ends no later than a full window from now.
 
 local key = KEYS[1]
 local now = ARGV[1]
@@ -47,7 +48,7 @@ end
 if wend <= now then
   wend, count = now + window, 0
 elseif wend > now + window then
-  wend = now + window
+  wend, dirty = now + window, true
 end
 
 local allowed = count + n <= limit

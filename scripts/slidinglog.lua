@@ -17,7 +17,8 @@
 -- gets one.
 --
 -- Time going backwards: entries newer than now still count (nothing
--- refills); durations are clamped to the window, never negative.
+-- refills). When the call is denied or only reports, they are rescored to
+-- now, so that durations never exceed the window and stay true.
 
 local key = KEYS[1]
 local now = ARGV[1]
@@ -30,13 +31,6 @@ end
 local n = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
-
-local function until_gone(score)
-  local d = tonumber(score) + window - now
-  if d > window then d = window end
-  if d < 0 then d = 0 end
-  return d
-end
 
 redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
 local count = redis.call('ZCARD', key)
@@ -60,12 +54,26 @@ if allowed and ARGV[3] == '1' then
   redis.call('PEXPIRE', key, math.ceil(window / 1000))
   reset = window
 elseif count > 0 then
+  local newest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  if newest > now then
+    -- The clock went back: entries from the future count as made now.
+    local future = redis.call('ZRANGEBYSCORE', key, string.format('(%d', now), '+inf')
+    for first = 1, #future, 1000 do
+      local args = {}
+      for j = first, math.min(first + 999, #future) do
+        args[#args + 1] = now
+        args[#args + 1] = future[j]
+      end
+      redis.call('ZADD', key, unpack(args))
+    end
+    newest = now
+  end
   if not allowed then
     -- The call fits once the oldest count+n-limit entries have left.
     local idx = count + n - limit - 1
-    retry = until_gone(redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')[2])
+    retry = tonumber(redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')[2]) + window - now
   end
-  reset = until_gone(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  reset = newest + window - now
   if redis.call('PTTL', key) == -1 then
     redis.call('PEXPIRE', key, math.ceil(window / 1000))
   end

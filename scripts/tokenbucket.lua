@@ -16,8 +16,9 @@
 -- not a number is discarded (a full bucket) and the key is rewritten or
 -- deleted; a key of ours found without a TTL gets one.
 --
--- Time going backwards: TAT is clamped to now + burst*interval (an empty
--- bucket), so nothing refills and no duration exceeds a full refill.
+-- Time going backwards: a TAT past now + burst*interval (more than an empty
+-- bucket) is moved back to it and written, so nothing refills and no
+-- duration exceeds a full refill.
 
 local key = KEYS[1]
 local now = ARGV[1]
@@ -43,7 +44,7 @@ end
 if tat < now then
   tat = now
 elseif tat > now + cap then
-  tat = now + cap
+  tat, dirty = now + cap, true
 end
 
 local allow_at = tat + n * interval - cap

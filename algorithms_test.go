@@ -1,0 +1,237 @@
+package redislimit_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/clock"
+	"github.com/redislimit/redislimit/internal/redistest"
+)
+
+// Step tests: every Result field at each step, per algorithm, on both
+// backends, with a fake clock passed to the scripts.
+func TestSteps(t *testing.T) {
+	s := time.Second
+	tests := []struct {
+		name  string
+		alg   redislimit.Algorithm
+		steps []step
+	}{
+		{"FixedWindow", redislimit.FixedWindow(3, 10*s), []step{
+			{0, 0, true, allowed(3, 3, 0)},
+			{0, 1, false, allowed(3, 2, 10*s)},
+			{1 * s, 1, false, allowed(3, 1, 9*s)},
+			{1 * s, 2, false, denied(3, 1, 8*s, 8*s)},
+			{0, 1, false, allowed(3, 0, 8*s)},
+			{1 * s, 1, false, denied(3, 0, 7*s, 7*s)},
+			{0, 0, true, denied(3, 0, 7*s, 7*s)},
+			{7*s - time.Microsecond, 1, false, denied(3, 0, time.Microsecond, time.Microsecond)},
+			{time.Microsecond, 1, false, allowed(3, 2, 10*s)}, // a new window opens
+			{15 * s, 0, true, allowed(3, 3, 0)},
+		}},
+		{"SlidingLog", redislimit.SlidingLog(3, 10*s), []step{
+			{0, 0, true, allowed(3, 3, 0)},
+			{0, 1, false, allowed(3, 2, 10*s)},
+			{1 * s, 1, false, allowed(3, 1, 10*s)},
+			{1 * s, 2, false, denied(3, 1, 8*s, 9*s)}, // fits when the first entry leaves
+			{0, 1, false, allowed(3, 0, 10*s)},
+			{1 * s, 1, false, denied(3, 0, 7*s, 9*s)},
+			{0, 3, false, denied(3, 0, 9*s, 9*s)},  // needs all three gone
+			{7 * s, 1, false, allowed(3, 0, 10*s)}, // the first left, exactly
+			{0, 0, true, denied(3, 0, 1*s, 10*s)},
+			{10 * s, 0, true, allowed(3, 3, 0)},
+		}},
+		{"TokenBucket", redislimit.TokenBucket(1, 2*s, 3), []step{
+			{0, 0, true, allowed(3, 3, 0)},
+			{0, 1, false, allowed(3, 2, 2*s)},
+			{0, 2, false, allowed(3, 0, 6*s)},
+			{1 * s, 1, false, denied(3, 0, 1*s, 5*s)},
+			{1 * s, 1, false, allowed(3, 0, 6*s)},
+			{3 * s, 2, false, denied(3, 1, 1*s, 3*s)},
+			{1 * s, 2, false, allowed(3, 0, 6*s)},
+			{4 * s, 0, true, allowed(3, 2, 2*s)},
+			{60 * s, 0, true, allowed(3, 3, 0)},
+		}},
+		{"TokenBucketFractionalInterval", redislimit.TokenBucket(3, s, 3), []step{
+			{0, 3, false, allowed(3, 0, 999999*time.Microsecond)},
+			{0, 1, false, denied(3, 0, 333333*time.Microsecond, 999999*time.Microsecond)},
+			{s / 3, 1, false, allowed(3, 0, 999999*time.Microsecond)}, // the clock passes whole µs
+		}},
+	}
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				clk := clock.NewFake(epoch)
+				lim, _ := newLimiter(t, b, tt.alg, clk)
+				runSteps(t, lim, clk, "user", tt.steps)
+			})
+		}
+	})
+}
+
+// A value left at a limiter's key by INCR-based code counts and gets a TTL.
+func TestForeignCounterIsAdoptedWithTTL(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		clk := clock.NewFake(epoch)
+		lim, c := newLimiter(t, b, redislimit.FixedWindow(5, time.Minute), clk)
+		rk := redislimit.RedisKey(lim, "u")
+		if err := c.Set(ctx, rk, "4", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+		r, err := lim.Allow(ctx, "u")
+		if err != nil || !r.Allowed || r.Remaining != 0 {
+			t.Fatalf("Allow over a bare counter of 4 = %+v, %v; want allowed, 0 remaining", r, err)
+		}
+		assertTTL(t, c, rk, time.Minute)
+		for _, v := range []string{"99", "garbage", "-3"} {
+			if err := c.Set(ctx, rk, v, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := lim.Allow(ctx, "u"); err != nil {
+				t.Fatalf("Allow over %q: %v", v, err)
+			}
+			assertTTL(t, c, rk, time.Minute)
+		}
+
+		tb, c2 := newLimiter(t, b, redislimit.TokenBucket(1, time.Second, 5), clk)
+		tk := redislimit.RedisKey(tb, "u")
+		for _, v := range []string{"garbage", "1"} {
+			if err := c2.Set(ctx, tk, v, 0).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if r, err := tb.Peek(ctx, "u"); err != nil || r.Remaining != 5 {
+				t.Fatalf("Peek over %q = %+v, %v; want a full bucket", v, r, err)
+			}
+			if n, _ := c2.Exists(ctx, tk).Result(); n != 0 {
+				assertTTL(t, c2, tk, 5*time.Second)
+			}
+		}
+		// A key of the wrong type is an error, not a panic.
+		sl, c3 := newLimiter(t, b, redislimit.SlidingLog(5, time.Minute), clk)
+		if err := c3.Set(ctx, redislimit.RedisKey(sl, "u"), "x", time.Minute).Err(); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := sl.Allow(ctx, "u"); err == nil {
+			t.Error("sliding log over a string key: no error")
+		}
+	})
+}
+
+func TestNewValidates(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	var nilClient *redis.Client
+	ms := time.Millisecond
+	tests := []struct {
+		name   string
+		client redis.Scripter
+		alg    redislimit.Algorithm
+		opts   []redislimit.Option
+		want   error
+	}{
+		{"nil client", nil, redislimit.FixedWindow(1, ms), nil, redislimit.ErrNilClient},
+		{"typed nil client", nilClient, redislimit.FixedWindow(1, ms), nil, redislimit.ErrNilClient},
+		{"nil algorithm", c, nil, nil, redislimit.ErrNilAlgorithm},
+		{"fw zero limit", c, redislimit.FixedWindow(0, time.Minute), nil, redislimit.ErrInvalidConfig},
+		{"fw negative limit", c, redislimit.FixedWindow(-5, time.Minute), nil, redislimit.ErrInvalidConfig},
+		{"fw zero window", c, redislimit.FixedWindow(5, 0), nil, redislimit.ErrInvalidConfig},
+		{"fw negative window", c, redislimit.FixedWindow(5, -time.Second), nil, redislimit.ErrInvalidConfig},
+		{"fw window under 1ms", c, redislimit.FixedWindow(5, 999*time.Microsecond), nil, redislimit.ErrInvalidConfig},
+		{"fw window over max", c, redislimit.FixedWindow(5, redislimit.MaxWindow+1), nil, redislimit.ErrInvalidConfig},
+		{"sl zero limit", c, redislimit.SlidingLog(0, time.Minute), nil, redislimit.ErrInvalidConfig},
+		{"sl huge limit", c, redislimit.SlidingLog(1<<21, time.Minute), nil, redislimit.ErrInvalidConfig},
+		{"sl window under 1ms", c, redislimit.SlidingLog(5, 0), nil, redislimit.ErrInvalidConfig},
+		{"tb zero rate", c, redislimit.TokenBucket(0, time.Second, 5), nil, redislimit.ErrInvalidConfig},
+		{"tb negative burst", c, redislimit.TokenBucket(1, time.Second, -1), nil, redislimit.ErrInvalidConfig},
+		{"tb zero burst", c, redislimit.TokenBucket(1, time.Second, 0), nil, redislimit.ErrInvalidConfig},
+		{"tb per under 1ms", c, redislimit.TokenBucket(1, time.Microsecond, 1), nil, redislimit.ErrInvalidConfig},
+		{"tb faster than 1/µs", c, redislimit.TokenBucket(2000, time.Millisecond, 1), nil, redislimit.ErrInvalidConfig},
+		{"tb burst takes over max", c, redislimit.TokenBucket(1, redislimit.MaxWindow, 2), nil, redislimit.ErrInvalidConfig},
+		{"prefix with brace", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithPrefix("a{b")}, redislimit.ErrInvalidConfig},
+		{"custom empty name", c, badAlg{name: "", limit: 1}, nil, redislimit.ErrInvalidConfig},
+		{"custom name with brace", c, badAlg{name: "x}", limit: 1}, nil, redislimit.ErrInvalidConfig},
+		{"custom zero limit", c, badAlg{name: "x", limit: 0}, nil, redislimit.ErrInvalidConfig},
+		{"custom nil script", c, badAlg{name: "x", limit: 1, noScript: true}, nil, redislimit.ErrInvalidConfig},
+		{"ok fw", c, redislimit.FixedWindow(1, ms), nil, nil},
+		{"ok sl", c, redislimit.SlidingLog(1<<20, redislimit.MaxWindow), nil, nil},
+		{"ok tb", c, redislimit.TokenBucket(1000, ms, 1), []redislimit.Option{redislimit.WithPrefix(""), redislimit.WithClock(nil)}, nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lim, err := redislimit.New(tt.client, tt.alg, tt.opts...)
+			if !errors.Is(err, tt.want) {
+				t.Fatalf("New() error = %v, want %v", err, tt.want)
+			}
+			if (lim == nil) != (tt.want != nil) {
+				t.Fatalf("New() = %v, %v: want a Limiter exactly when there is no error", lim, err)
+			}
+		})
+	}
+}
+
+// badAlg is an Algorithm whose script replies with src.
+type badAlg struct {
+	name     string
+	limit    int
+	src      string
+	noScript bool
+}
+
+func (a badAlg) Name() string         { return a.name }
+func (a badAlg) Limit() int           { return a.limit }
+func (a badAlg) Args() ([]any, error) { return nil, nil }
+func (a badAlg) Script() *redis.Script {
+	if a.noScript {
+		return nil
+	}
+	return redis.NewScript(a.src)
+}
+
+// A script that breaks the reply contract gives ErrMalformedReply, never a
+// panic or a decision.
+func TestMalformedReplies(t *testing.T) {
+	replies := []string{
+		`return 1`,
+		`return 'allowed'`,
+		`return {}`,
+		`return {1, 2, 0}`,
+		`return {1, 2, 0, 0, 5}`,
+		`return {2, 0, 0, 0}`,
+		`return {1, -1, 0, 0}`,
+		`return {1, 0, 0, -5}`,
+		`return {1, 'x', 0, 0}`,
+		`return {0, 0, 0, 0}`,
+		`return {1, 0, 5, 0}`,
+		`return {1, 0, 0, 1e17}`,
+		`return {1, 0, 0, {1}}`,
+		`return redis.status_reply('OK')`,
+		`return nil`,
+	}
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		c := b.Client(t)
+		for _, src := range replies {
+			lim, err := redislimit.New(c, badAlg{name: "bad", limit: 5, src: src})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := lim.Allow(context.Background(), "k")
+			if !errors.Is(err, redislimit.ErrMalformedReply) && !(src == `return nil` && err != nil) {
+				t.Errorf("script %q: Allow = %+v, %v; want ErrMalformedReply", src, r, err)
+			}
+			if r != (redislimit.Result{}) {
+				t.Errorf("script %q: Result %+v alongside an error", src, r)
+			}
+		}
+		// A script error is passed on as an error.
+		lim, _ := redislimit.New(c, badAlg{name: "bad", limit: 5, src: `return redis.error_reply('boom')`})
+		if _, err := lim.Allow(context.Background(), "k"); err == nil || errors.Is(err, redislimit.ErrMalformedReply) {
+			t.Errorf("script error: %v, want the Redis error", err)
+		}
+	})
+}

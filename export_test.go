@@ -1,0 +1,7 @@
+package redislimit
+
+// RedisKey exposes the Redis key a Limiter uses for a user key.
+func RedisKey(l *Limiter, key string) string { return l.redisKey(key) }
+
+// ParseReply exposes the reply parser.
+var ParseReply = parseReply

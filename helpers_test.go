@@ -1,0 +1,183 @@
+package redislimit_test
+
+import (
+	"context"
+	"net"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/clock"
+	"github.com/redislimit/redislimit/internal/redistest"
+)
+
+// epoch is where fake clocks start.
+var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+// algCase is one algorithm under the conformance suite, built with a
+// capacity of 5 units and a period of one minute: 5 per minute, burst 5.
+type algCase struct {
+	name string
+	alg  redislimit.Algorithm
+	// period is how long an exhausted key takes to be full again.
+	period time.Duration
+}
+
+func algorithms() []algCase {
+	return []algCase{
+		{"FixedWindow", redislimit.FixedWindow(5, time.Minute), time.Minute},
+		{"SlidingLog", redislimit.SlidingLog(5, time.Minute), time.Minute},
+		{"TokenBucket", redislimit.TokenBucket(5, time.Minute, 5), time.Minute},
+	}
+}
+
+// counter is a go-redis hook that counts the commands a client sends, by
+// name, and the round trips.
+type counter struct {
+	mu         sync.Mutex
+	roundTrips int
+	cmds       map[string]int
+}
+
+func (c *counter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *counter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.mu.Lock()
+		c.roundTrips++
+		if c.cmds == nil {
+			c.cmds = map[string]int{}
+		}
+		c.cmds[strings.ToUpper(cmd.Name())]++
+		c.mu.Unlock()
+		return next(ctx, cmd)
+	}
+}
+
+func (c *counter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.mu.Lock()
+		c.roundTrips++
+		for _, cmd := range cmds {
+			if c.cmds == nil {
+				c.cmds = map[string]int{}
+			}
+			c.cmds[strings.ToUpper(cmd.Name())]++
+		}
+		c.mu.Unlock()
+		return next(ctx, cmds)
+	}
+}
+
+func (c *counter) snapshot() (int, map[string]int) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	m := make(map[string]int, len(c.cmds))
+	for k, v := range c.cmds {
+		m[k] = v
+	}
+	return c.roundTrips, m
+}
+
+func (c *counter) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.roundTrips, c.cmds = 0, nil
+}
+
+// newLimiter returns a limiter on a fresh client of b, with a fake clock
+// when clk is not nil.
+func newLimiter(t *testing.T, b redistest.Backend, alg redislimit.Algorithm, clk *clock.Fake, opts ...redislimit.Option) (*redislimit.Limiter, *redis.Client) {
+	t.Helper()
+	c := b.Client(t)
+	opts = append([]redislimit.Option{redislimit.WithPrefix(testPrefix(t))}, opts...)
+	if clk != nil {
+		opts = append(opts, redislimit.WithClock(clk.Now))
+	}
+	lim, err := redislimit.New(c, alg, opts...)
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	return lim, c
+}
+
+// step is one call in a step test: move the clock by advance, then call
+// AllowN with cost n (or Peek when peek is set) and expect want.
+type step struct {
+	advance time.Duration
+	n       int
+	peek    bool
+	want    redislimit.Result
+}
+
+func runSteps(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake, key string, steps []step) {
+	t.Helper()
+	ctx := context.Background()
+	var elapsed time.Duration
+	for i, s := range steps {
+		clk.Advance(s.advance)
+		elapsed += s.advance
+		var got redislimit.Result
+		var err error
+		call := "AllowN"
+		if s.peek {
+			call = "Peek"
+			got, err = lim.Peek(ctx, key)
+		} else {
+			got, err = lim.AllowN(ctx, key, s.n)
+		}
+		if err != nil {
+			t.Fatalf("step %d: %s(ctx, %q, %d) at +%v: %v", i, call, key, s.n, elapsed, err)
+		}
+		if diff := cmp.Diff(s.want, got); diff != "" {
+			t.Errorf("step %d: %s(ctx, %q, %d) at +%v = %+v, want %+v (-want +got)\n%s", i, call, key, s.n, elapsed, got, s.want, diff)
+		}
+	}
+}
+
+// allowed returns a Result for an admitted call.
+func allowed(limit, remaining int, resetAfter time.Duration) redislimit.Result {
+	return redislimit.Result{Allowed: true, Limit: limit, Remaining: remaining, ResetAfter: resetAfter}
+}
+
+// denied returns a Result for a denied call.
+func denied(limit, remaining int, retryAfter, resetAfter time.Duration) redislimit.Result {
+	return redislimit.Result{Limit: limit, Remaining: remaining, RetryAfter: retryAfter, ResetAfter: resetAfter}
+}
+
+// closedAddr returns a loopback address where nothing listens.
+func closedAddr(t *testing.T) string {
+	t.Helper()
+	p, err := redistest.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return net.JoinHostPort("127.0.0.1", strconv.Itoa(p))
+}
+
+// testPrefix returns a key prefix unique to the running test, so that
+// tests sharing a server never see each other's keys.
+func testPrefix(t testing.TB) string {
+	return strings.Map(func(r rune) rune {
+		if strings.ContainsRune("*?[]\\{}", r) {
+			return '_'
+		}
+		return r
+	}, t.Name()) + ":"
+}
+
+// keysUnder returns how many keys start with the running test's prefix.
+func keysUnder(t testing.TB, c redis.Cmdable) int {
+	t.Helper()
+	keys, err := c.Keys(context.Background(), testPrefix(t)+"*").Result()
+	if err != nil {
+		t.Fatalf("KEYS: %v", err)
+	}
+	return len(keys)
+}
