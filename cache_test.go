@@ -1,0 +1,895 @@
+package redislimit_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/faultproxy"
+	"github.com/redislimit/redislimit/internal/redistest"
+)
+
+// cacheOutageClient returns options for a client that gives up on a dead
+// server at once instead of retrying with backoff.
+func cacheOutageClient(o *redis.Options) {
+	o.MaxRetries = -1
+	o.DialerRetries = 1
+	o.DialTimeout = time.Second
+	o.ReadTimeout = 500 * time.Millisecond
+	o.WriteTimeout = 500 * time.Millisecond
+}
+
+// cacheAdvance lets d pass for the backend's key expiry.
+func cacheAdvance(b redistest.Backend, d time.Duration) {
+	if b.Mini != nil {
+		b.Mini.FastForward(d)
+		return
+	}
+	time.Sleep(d)
+}
+
+// cacheRedisErr fails t unless err is a Redis (network) failure: not nil,
+// not a decode error, and carrying a net.Error.
+func cacheRedisErr(t *testing.T, call string, err error) {
+	t.Helper()
+	var netErr net.Error
+	switch {
+	case err == nil:
+		t.Fatalf("%s: err = nil, want a Redis error", call)
+	case errors.Is(err, redislimit.ErrCacheDecode):
+		t.Fatalf("%s: err = %v, want a Redis error, not a decode error", call, err)
+	case !errors.As(err, &netErr):
+		t.Fatalf("%s: err = %v (%T), want one wrapping a net.Error", call, err, err)
+	}
+}
+
+func TestCacheMissHitDelete(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		c := redislimit.NewCache[string](b.Client(t))
+
+		v, found, err := c.Get(ctx, "k")
+		if v != "" || found || err != nil {
+			t.Fatalf("Get on empty cache = (%q, %v, %v), want (\"\", false, nil)", v, found, err)
+		}
+		if err := c.Set(ctx, "k", "v1", time.Minute); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		v, found, err = c.Get(ctx, "k")
+		if v != "v1" || !found || err != nil {
+			t.Fatalf("Get after Set = (%q, %v, %v), want (\"v1\", true, nil)", v, found, err)
+		}
+		// An empty string is a hit, not a miss.
+		if err := c.Set(ctx, "empty", "", time.Minute); err != nil {
+			t.Fatalf("Set empty: %v", err)
+		}
+		if v, found, err := c.Get(ctx, "empty"); v != "" || !found || err != nil {
+			t.Fatalf("Get empty = (%q, %v, %v), want (\"\", true, nil)", v, found, err)
+		}
+		if err := c.Delete(ctx, "k"); err != nil {
+			t.Fatalf("Delete: %v", err)
+		}
+		if v, found, err := c.Get(ctx, "k"); v != "" || found || err != nil {
+			t.Fatalf("Get after Delete = (%q, %v, %v), want (\"\", false, nil)", v, found, err)
+		}
+		if err := c.Delete(ctx, "never-set"); err != nil {
+			t.Fatalf("Delete of a missing key: %v, want nil", err)
+		}
+	})
+}
+
+func TestCacheKeyLayoutAndEncoding(t *testing.T) {
+	type item struct {
+		N int `json:"n"`
+	}
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		if err := redislimit.NewCache[string](rc).Set(ctx, "user42", "plain", time.Minute); err != nil {
+			t.Fatalf("Set string: %v", err)
+		}
+		if err := redislimit.NewCache[[]byte](rc, redislimit.WithCachePrefix("bytes:")).Set(ctx, "user42", []byte{0, 0xff, '"'}, time.Minute); err != nil {
+			t.Fatalf("Set []byte: %v", err)
+		}
+		if err := redislimit.NewCache[item](rc, redislimit.WithCachePrefix("app:")).Set(ctx, "user42", item{N: 7}, time.Minute); err != nil {
+			t.Fatalf("Set struct: %v", err)
+		}
+		tests := []struct {
+			redisKey string
+			want     string
+		}{
+			{"rc:{user42}", "plain"},
+			{"bytes:{user42}", "\x00\xff\""},
+			{"app:{user42}", `{"n":7}`},
+		}
+		for _, tt := range tests {
+			got, err := rc.Get(ctx, tt.redisKey).Result()
+			if err != nil {
+				t.Fatalf("GET %s: %v", tt.redisKey, err)
+			}
+			if got != tt.want {
+				t.Errorf("GET %s = %q, want %q", tt.redisKey, got, tt.want)
+			}
+		}
+		if n := redistest.KeyCount(t, rc); n != int64(len(tests)) {
+			t.Errorf("DBSIZE = %d, want %d", n, len(tests))
+		}
+	})
+}
+
+// cacheRecord has the field kinds a JSON round trip can get wrong: time with
+// nanoseconds and a zone, nil versus empty slices, non-ASCII text, nesting.
+type cacheRecord struct {
+	Name    string
+	Created time.Time
+	Tags    []string
+	Scores  []float64
+	Empty   []int
+	Nested  map[string][]cacheRecord
+	Ptr     *int
+}
+
+func cacheSampleRecord() cacheRecord {
+	seven := 7
+	return cacheRecord{
+		Name:    "Zoë — 東京 🚀 \u0000 \"quoted\" <html>",
+		Created: time.Date(2024, 2, 29, 23, 59, 58, 123456789, time.FixedZone("UTC+5:30", 5*3600+1800)),
+		Tags:    []string{"α", "", "ß"},
+		Scores:  []float64{0.1, -3, 1e300},
+		Empty:   []int{},
+		Nested: map[string][]cacheRecord{
+			"kids": {{Name: "ünïcode", Created: time.Unix(0, 1).UTC()}},
+		},
+		Ptr: &seven,
+	}
+}
+
+func TestCacheCodecRoundTrip(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		c := redislimit.NewCache[cacheRecord](b.Client(t))
+		want := cacheSampleRecord()
+		if err := c.Set(ctx, "rec", want, time.Minute); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		got, found, err := c.Get(ctx, "rec")
+		if err != nil || !found {
+			t.Fatalf("Get = (_, %v, %v), want a hit", found, err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Get after Set (-want +got):\n%s", diff)
+		}
+
+		// The caller that loads gets the value as a later Get reads it.
+		loaded, err := c.GetOrLoad(ctx, "rec2", time.Minute, func(context.Context) (cacheRecord, error) {
+			return want, nil
+		})
+		if err != nil {
+			t.Fatalf("GetOrLoad: %v", err)
+		}
+		if diff := cmp.Diff(want, loaded); diff != "" {
+			t.Errorf("GetOrLoad (-want +got):\n%s", diff)
+		}
+		again, _, err := c.Get(ctx, "rec2")
+		if err != nil {
+			t.Fatalf("Get after GetOrLoad: %v", err)
+		}
+		if diff := cmp.Diff(loaded, again); diff != "" {
+			t.Errorf("Get after GetOrLoad differs from the loaded value (-loaded +get):\n%s", diff)
+		}
+	})
+}
+
+// cacheCountingCodec is JSON that counts its calls.
+type cacheCountingCodec struct {
+	marshal, unmarshal atomic.Int64
+}
+
+func (c *cacheCountingCodec) Marshal(v any) ([]byte, error) {
+	c.marshal.Add(1)
+	return json.Marshal(v)
+}
+
+func (c *cacheCountingCodec) Unmarshal(data []byte, v any) error {
+	c.unmarshal.Add(1)
+	return json.Unmarshal(data, v)
+}
+
+func TestCacheCustomCodec(t *testing.T) {
+	m := redistest.Mini(t)
+	rc := redistest.NewClient(t, m.Addr())
+	ctx := context.Background()
+	codec := &cacheCountingCodec{}
+	c := redislimit.NewCache[string](rc, redislimit.WithCacheCodec(codec))
+	if err := c.Set(ctx, "k", "hi", time.Minute); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	if v, found, err := c.Get(ctx, "k"); v != "hi" || !found || err != nil {
+		t.Fatalf("Get = (%q, %v, %v), want (\"hi\", true, nil)", v, found, err)
+	}
+	if got, _ := m.Get("rc:{k}"); got != `"hi"` {
+		t.Errorf("stored %q, want the codec's JSON %q", got, `"hi"`)
+	}
+	if m, u := codec.marshal.Load(), codec.unmarshal.Load(); m != 1 || u != 1 {
+		t.Errorf("codec calls: Marshal %d, Unmarshal %d; want 1 and 1", m, u)
+	}
+	// A nil codec keeps the default pass-through.
+	if err := redislimit.NewCache[string](rc, redislimit.WithCacheCodec(nil)).Set(ctx, "raw", "hi", time.Minute); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	if got, _ := m.Get("rc:{raw}"); got != "hi" {
+		t.Errorf("with a nil codec stored %q, want %q", got, "hi")
+	}
+}
+
+func TestCacheCorruptValue(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		for _, raw := range []string{"not json", `{"N":`, `"a string"`, ""} {
+			if err := rc.Set(ctx, "rc:{bad}", raw, time.Minute).Err(); err != nil {
+				t.Fatalf("SET: %v", err)
+			}
+			c := redislimit.NewCache[cacheRecord](rc)
+			v, found, err := c.Get(ctx, "bad")
+			if !errors.Is(err, redislimit.ErrCacheDecode) || found || !cmp.Equal(v, cacheRecord{}) {
+				t.Errorf("Get of %q = (%+v, %v, %v), want (zero, false, ErrCacheDecode)", raw, v, found, err)
+			}
+			var loads atomic.Int64
+			_, err = c.GetOrLoad(ctx, "bad", time.Minute, func(context.Context) (cacheRecord, error) {
+				loads.Add(1)
+				return cacheRecord{}, nil
+			})
+			if !errors.Is(err, redislimit.ErrCacheDecode) || loads.Load() != 0 {
+				t.Errorf("GetOrLoad of %q: err = %v after %d loads, want ErrCacheDecode and no load", raw, err, loads.Load())
+			}
+			if _, err := c.GetMany(ctx, []string{"bad"}); !errors.Is(err, redislimit.ErrCacheDecode) {
+				t.Errorf("GetMany of %q: err = %v, want ErrCacheDecode", raw, err)
+			}
+		}
+	})
+}
+
+// cacheUnencodable fails to encode as JSON.
+type cacheUnencodable struct{}
+
+func (cacheUnencodable) MarshalJSON() ([]byte, error) { return nil, errors.New("no") }
+
+func TestCacheEncodeError(t *testing.T) {
+	m := redistest.Mini(t)
+	rc := redistest.NewClient(t, m.Addr())
+	ctx := context.Background()
+	c := redislimit.NewCache[cacheUnencodable](rc)
+	if err := c.Set(ctx, "k", cacheUnencodable{}, time.Minute); !errors.Is(err, redislimit.ErrCacheEncode) {
+		t.Errorf("Set: err = %v, want ErrCacheEncode", err)
+	}
+	if err := c.SetMany(ctx, map[string]cacheUnencodable{"a": {}}, time.Minute); !errors.Is(err, redislimit.ErrCacheEncode) {
+		t.Errorf("SetMany: err = %v, want ErrCacheEncode", err)
+	}
+	_, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (cacheUnencodable, error) {
+		return cacheUnencodable{}, nil
+	})
+	if !errors.Is(err, redislimit.ErrCacheEncode) {
+		t.Errorf("GetOrLoad: err = %v, want ErrCacheEncode", err)
+	}
+	if n := len(m.Keys()); n != 0 {
+		t.Errorf("%d keys written, want 0", n)
+	}
+}
+
+func TestCacheTTLValidation(t *testing.T) {
+	m := redistest.Mini(t)
+	rc := redistest.NewClient(t, m.Addr())
+	ctx := context.Background()
+	c := redislimit.NewCache[string](rc)
+	load := func(context.Context) (string, error) {
+		t.Error("loader called with an invalid ttl")
+		return "x", nil
+	}
+	for _, ttl := range []time.Duration{0, -time.Second, time.Nanosecond, time.Millisecond - 1} {
+		if err := c.Set(ctx, "k", "v", ttl); !errors.Is(err, redislimit.ErrCacheTTL) {
+			t.Errorf("Set with ttl %v: err = %v, want ErrCacheTTL", ttl, err)
+		}
+		if err := c.SetMany(ctx, map[string]string{"k": "v"}, ttl); !errors.Is(err, redislimit.ErrCacheTTL) {
+			t.Errorf("SetMany with ttl %v: err = %v, want ErrCacheTTL", ttl, err)
+		}
+		if _, err := c.GetOrLoad(ctx, "k", ttl, load); !errors.Is(err, redislimit.ErrCacheTTL) {
+			t.Errorf("GetOrLoad with ttl %v: err = %v, want ErrCacheTTL", ttl, err)
+		}
+	}
+	if n := len(m.Keys()); n != 0 {
+		t.Errorf("%d keys written, want 0", n)
+	}
+	if err := c.Set(ctx, "k", "v", redislimit.MinCacheTTL); err != nil {
+		t.Errorf("Set with MinCacheTTL: %v", err)
+	}
+}
+
+func TestCacheTTLExpiry(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		c := redislimit.NewCache[string](rc)
+		const ttl = 200 * time.Millisecond
+		if err := c.Set(ctx, "k", "v", ttl); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		pttl, err := rc.PTTL(ctx, "rc:{k}").Result()
+		if err != nil {
+			t.Fatalf("PTTL: %v", err)
+		}
+		if pttl <= 0 || pttl > ttl {
+			t.Fatalf("PTTL = %v, want in (0, %v]", pttl, ttl)
+		}
+		var loads atomic.Int64
+		load := func(context.Context) (string, error) {
+			return "loaded" + strconv.FormatInt(loads.Add(1), 10), nil
+		}
+		if v, err := c.GetOrLoad(ctx, "k", time.Minute, load); v != "v" || err != nil {
+			t.Fatalf("GetOrLoad before expiry = (%q, %v), want (\"v\", nil)", v, err)
+		}
+		cacheAdvance(b, ttl+100*time.Millisecond)
+		if v, found, err := c.Get(ctx, "k"); found || err != nil {
+			t.Fatalf("Get after expiry = (%q, %v, %v), want a miss", v, found, err)
+		}
+		if v, err := c.GetOrLoad(ctx, "k", time.Minute, load); v != "loaded1" || err != nil {
+			t.Fatalf("GetOrLoad after expiry = (%q, %v), want (\"loaded1\", nil)", v, err)
+		}
+		pttl, err = rc.PTTL(ctx, "rc:{k}").Result()
+		if err != nil || pttl <= 50*time.Second || pttl > time.Minute {
+			t.Fatalf("PTTL after GetOrLoad = %v, %v; want about a minute", pttl, err)
+		}
+	})
+}
+
+func TestCacheJitterBounds(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		const (
+			ttl      = time.Hour
+			fraction = 0.25
+			n        = 40
+		)
+		lo, hi := time.Duration(float64(ttl)*(1-fraction)), time.Duration(float64(ttl)*(1+fraction))
+		c := redislimit.NewCache[int](rc, redislimit.WithCacheJitter(fraction))
+		items := map[string]int{}
+		for i := range n {
+			key := "j" + strconv.Itoa(i)
+			if i%2 == 0 {
+				if err := c.Set(ctx, key, i, ttl); err != nil {
+					t.Fatalf("Set: %v", err)
+				}
+			} else {
+				items[key] = i
+			}
+		}
+		if err := c.SetMany(ctx, items, ttl); err != nil {
+			t.Fatalf("SetMany: %v", err)
+		}
+		distinct := map[time.Duration]bool{}
+		for i := range n {
+			pttl, err := rc.PTTL(ctx, "rc:{j"+strconv.Itoa(i)+"}").Result()
+			if err != nil {
+				t.Fatalf("PTTL: %v", err)
+			}
+			// A few milliseconds may pass between the write and the PTTL.
+			if pttl < lo-time.Second || pttl > hi {
+				t.Errorf("key %d: PTTL = %v, want in [%v, %v]", i, pttl, lo, hi)
+			}
+			distinct[pttl.Truncate(time.Second)] = true
+		}
+		// 40 draws over a 30-minute range: equal seconds are possible,
+		// fewer than 10 distinct values would mean no jitter at all.
+		if len(distinct) < 10 {
+			t.Errorf("%d distinct TTLs over %d writes, want the jitter to spread them", len(distinct), n)
+		}
+	})
+}
+
+func TestCacheInvalidJitter(t *testing.T) {
+	m := redistest.Mini(t)
+	rc := redistest.NewClient(t, m.Addr())
+	ctx := context.Background()
+	for _, f := range []float64{-0.1, 1, 1.5, nan()} {
+		c := redislimit.NewCache[string](rc, redislimit.WithCacheJitter(f))
+		if err := c.Set(ctx, "k", "v", time.Minute); !errors.Is(err, redislimit.ErrCacheJitter) {
+			t.Errorf("jitter %v: Set err = %v, want ErrCacheJitter", f, err)
+		}
+		if _, _, err := c.Get(ctx, "k"); !errors.Is(err, redislimit.ErrCacheJitter) {
+			t.Errorf("jitter %v: Get err = %v, want ErrCacheJitter", f, err)
+		}
+	}
+	for _, f := range []float64{0, 0.5, 0.999} {
+		if err := redislimit.NewCache[string](rc, redislimit.WithCacheJitter(f)).Set(ctx, "k", "v", time.Minute); err != nil {
+			t.Errorf("jitter %v: Set err = %v, want nil", f, err)
+		}
+	}
+}
+
+func nan() float64 { var zero float64; return zero / zero }
+
+func TestCacheNilClient(t *testing.T) {
+	ctx := context.Background()
+	caches := map[string]*redislimit.Cache[string]{
+		"nil interface":       redislimit.NewCache[string](nil),
+		"nil *redis.Client":   redislimit.NewCache[string]((*redis.Client)(nil)),
+		"nil *ClusterClient":  redislimit.NewCache[string]((*redis.ClusterClient)(nil)),
+		"zero Cache":          new(redislimit.Cache[string]),
+		"nil *Cache":          nil,
+		"nil client, options": redislimit.NewCache[string](nil, redislimit.WithCacheJitter(5), nil),
+	}
+	for name, c := range caches {
+		t.Run(name, func(t *testing.T) {
+			if _, found, err := c.Get(ctx, "k"); found || !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("Get = (_, %v, %v), want ErrCacheNilClient", found, err)
+			}
+			if err := c.Set(ctx, "k", "v", time.Minute); !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("Set = %v, want ErrCacheNilClient", err)
+			}
+			if err := c.Delete(ctx, "k"); !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("Delete = %v, want ErrCacheNilClient", err)
+			}
+			_, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (string, error) {
+				t.Error("loader called without a client")
+				return "", nil
+			})
+			if !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("GetOrLoad = %v, want ErrCacheNilClient", err)
+			}
+			if m, err := c.GetMany(ctx, []string{"k"}); m != nil || !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("GetMany = (%v, %v), want (nil, ErrCacheNilClient)", m, err)
+			}
+			if err := c.SetMany(ctx, map[string]string{"k": "v"}, time.Minute); !errors.Is(err, redislimit.ErrCacheNilClient) {
+				t.Errorf("SetMany = %v, want ErrCacheNilClient", err)
+			}
+		})
+	}
+}
+
+func TestCacheNilLoader(t *testing.T) {
+	c := redislimit.NewCache[string](redistest.NewClient(t, redistest.Mini(t).Addr()))
+	if _, err := c.GetOrLoad(context.Background(), "k", time.Minute, nil); !errors.Is(err, redislimit.ErrCacheNilLoader) {
+		t.Errorf("GetOrLoad(nil loader) = %v, want ErrCacheNilLoader", err)
+	}
+}
+
+func TestCacheCancelledContext(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		c := redislimit.NewCache[string](b.Client(t))
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		if _, found, err := c.Get(ctx, "k"); found || !errors.Is(err, context.Canceled) {
+			t.Errorf("Get = (_, %v, %v), want context.Canceled", found, err)
+		}
+		if err := c.Set(ctx, "k", "v", time.Minute); !errors.Is(err, context.Canceled) {
+			t.Errorf("Set = %v, want context.Canceled", err)
+		}
+		_, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (string, error) {
+			t.Error("loader called with a cancelled context")
+			return "", nil
+		})
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("GetOrLoad = %v, want context.Canceled", err)
+		}
+	})
+}
+
+func TestCacheLoaderErrorNotCached(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		c := redislimit.NewCache[string](rc)
+		errBoom := errors.New("database down")
+		var loads atomic.Int64
+		fail := func(context.Context) (string, error) {
+			loads.Add(1)
+			return "partial", errBoom
+		}
+		for i := 1; i <= 2; i++ {
+			v, err := c.GetOrLoad(ctx, "k", time.Minute, fail)
+			if err != errBoom || v != "" {
+				t.Fatalf("call %d: GetOrLoad = (%q, %v), want (\"\", %v) unchanged", i, v, err, errBoom)
+			}
+			if got := loads.Load(); got != int64(i) {
+				t.Fatalf("call %d: %d loads, want %d (errors are not cached)", i, got, i)
+			}
+		}
+		if n := redistest.KeyCount(t, rc); n != 0 {
+			t.Fatalf("DBSIZE = %d after failed loads, want 0", n)
+		}
+		v, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (string, error) { return "ok", nil })
+		if v != "ok" || err != nil {
+			t.Fatalf("GetOrLoad after failures = (%q, %v), want (\"ok\", nil)", v, err)
+		}
+	})
+}
+
+func TestCacheGetOrLoadConcurrentLoadsOnce(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		c := redislimit.NewCache[cacheRecord](b.Client(t))
+		want := cacheSampleRecord()
+		var loads atomic.Int64
+		load := func(context.Context) (cacheRecord, error) {
+			loads.Add(1)
+			time.Sleep(20 * time.Millisecond) // let the other callers arrive
+			return want, nil
+		}
+		const n = 64
+		start := make(chan struct{})
+		results := make([]cacheRecord, n)
+		errs := make([]error, n)
+		var wg sync.WaitGroup
+		for i := range n {
+			wg.Go(func() {
+				<-start
+				results[i], errs[i] = c.GetOrLoad(ctx, "cold", time.Minute, load)
+			})
+		}
+		close(start)
+		wg.Wait()
+		if got := loads.Load(); got != 1 {
+			t.Errorf("loader ran %d times for %d concurrent callers, want 1", got, n)
+		}
+		for i := range n {
+			if errs[i] != nil {
+				t.Fatalf("caller %d: %v", i, errs[i])
+			}
+			if diff := cmp.Diff(want, results[i]); diff != "" {
+				t.Fatalf("caller %d (-want +got):\n%s", i, diff)
+			}
+		}
+		// Each caller owns its copy.
+		results[0].Tags[0] = "changed"
+		if results[1].Tags[0] != want.Tags[0] {
+			t.Errorf("callers share a slice: caller 1 sees %q", results[1].Tags[0])
+		}
+	})
+}
+
+func TestCacheGetOrLoadWaiterCancel(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		c := redislimit.NewCache[string](b.Client(t))
+		started, release := make(chan struct{}), make(chan struct{})
+		var loads atomic.Int64
+		var loadCtxErr atomic.Value
+		load := func(ctx context.Context) (string, error) {
+			loads.Add(1)
+			close(started)
+			<-release
+			loadCtxErr.Store(fmt.Sprint(ctx.Err()))
+			return "fresh", nil
+		}
+
+		// The first caller gives up while its load runs.
+		firstCtx, cancelFirst := context.WithCancel(context.Background())
+		firstDone := make(chan error, 1)
+		go func() {
+			_, err := c.GetOrLoad(firstCtx, "k", time.Minute, load)
+			firstDone <- err
+		}()
+		<-started
+
+		// A waiter joins, then gives up too.
+		waiterCtx, cancelWaiter := context.WithCancel(context.Background())
+		waiterDone := make(chan error, 1)
+		go func() {
+			_, err := c.GetOrLoad(waiterCtx, "k", time.Minute, func(context.Context) (string, error) {
+				t.Error("waiter started a second load")
+				return "", nil
+			})
+			waiterDone <- err
+		}()
+		time.Sleep(20 * time.Millisecond) // let the waiter join the load
+		cancelWaiter()
+		cancelFirst()
+		for name, ch := range map[string]chan error{"first caller": firstDone, "waiter": waiterDone} {
+			select {
+			case err := <-ch:
+				if !errors.Is(err, context.Canceled) {
+					t.Errorf("%s: err = %v, want context.Canceled", name, err)
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatalf("%s did not return after its context was cancelled", name)
+			}
+		}
+
+		// A patient caller joins the same load and gets its value.
+		patient := make(chan string, 1)
+		go func() {
+			v, err := c.GetOrLoad(context.Background(), "k", time.Minute, func(context.Context) (string, error) {
+				return "second load", nil
+			})
+			if err != nil {
+				t.Errorf("patient caller: %v", err)
+			}
+			patient <- v
+		}()
+		time.Sleep(20 * time.Millisecond)
+		close(release)
+		select {
+		case v := <-patient:
+			if v != "fresh" {
+				t.Errorf("patient caller got %q, want %q from the shared load", v, "fresh")
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("patient caller did not return")
+		}
+		if got := loadCtxErr.Load(); got != "<nil>" {
+			t.Errorf("load's context error = %v, want <nil>: callers giving up must not cancel it", got)
+		}
+		if got := loads.Load(); got != 1 {
+			t.Errorf("%d loads, want 1", got)
+		}
+		if v, found, err := c.Get(context.Background(), "k"); v != "fresh" || !found || err != nil {
+			t.Errorf("Get after the shared load = (%q, %v, %v), want (\"fresh\", true, nil)", v, found, err)
+		}
+	})
+}
+
+// cacheHookRecorder collects the errors a cache hands to its hook.
+type cacheHookRecorder struct {
+	mu   sync.Mutex
+	ops  []string
+	errs []error
+}
+
+func (r *cacheHookRecorder) hook(op string, err error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ops = append(r.ops, op)
+	r.errs = append(r.errs, err)
+}
+
+func (r *cacheHookRecorder) calls() ([]string, []error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.ops...), append([]error(nil), r.errs...)
+}
+
+// cacheCheckOutage runs every method against a client whose Redis is gone
+// and checks that each reports the failure.
+func cacheCheckOutage(t *testing.T, rc redis.Cmdable) {
+	t.Helper()
+	ctx := context.Background()
+	c := redislimit.NewCache[string](rc)
+
+	v, found, err := c.Get(ctx, "k")
+	if found || v != "" {
+		t.Errorf("Get during outage = (%q, %v, _), want (\"\", false, _)", v, found)
+	}
+	cacheRedisErr(t, "Get", err)
+	cacheRedisErr(t, "Set", c.Set(ctx, "k", "v", time.Minute))
+	cacheRedisErr(t, "Delete", c.Delete(ctx, "k"))
+	m, err := c.GetMany(ctx, []string{"a", "b"})
+	if m != nil {
+		t.Errorf("GetMany during outage returned %v, want nil", m)
+	}
+	cacheRedisErr(t, "GetMany", err)
+	cacheRedisErr(t, "SetMany", c.SetMany(ctx, map[string]string{"a": "1", "b": "2"}, time.Minute))
+
+	// Without a hook GetOrLoad returns the error and does not load.
+	var loads atomic.Int64
+	load := func(context.Context) (string, error) {
+		loads.Add(1)
+		return "from db", nil
+	}
+	v, err = c.GetOrLoad(ctx, "k", time.Minute, load)
+	if v != "" || loads.Load() != 0 {
+		t.Errorf("GetOrLoad without hook = %q after %d loads, want \"\" and no load", v, loads.Load())
+	}
+	cacheRedisErr(t, "GetOrLoad without hook", err)
+
+	// With a hook it serves from the loader and hands the error over.
+	var rec cacheHookRecorder
+	hooked := redislimit.NewCache[string](rc, redislimit.WithCacheErrorHook(rec.hook))
+	v, err = hooked.GetOrLoad(ctx, "k", time.Minute, load)
+	if v != "from db" || err != nil || loads.Load() != 1 {
+		t.Errorf("GetOrLoad with hook = (%q, %v) after %d loads, want (\"from db\", nil) after 1", v, err, loads.Load())
+	}
+	ops, errs := rec.calls()
+	if diff := cmp.Diff([]string{"get"}, ops); diff != "" {
+		t.Errorf("hook ops (-want +got):\n%s", diff)
+	}
+	for _, err := range errs {
+		cacheRedisErr(t, "hooked error", err)
+	}
+	// The hook is for GetOrLoad only: Get still returns its error.
+	_, _, err = hooked.Get(ctx, "k")
+	cacheRedisErr(t, "Get with hook", err)
+	if ops, _ := rec.calls(); len(ops) != 1 {
+		t.Errorf("hook called %d times, want once (Get must not call it)", len(ops))
+	}
+}
+
+func TestCacheOutageClosedPort(t *testing.T) {
+	port, err := redistest.FreePort()
+	if err != nil {
+		t.Fatalf("FreePort: %v", err)
+	}
+	rc := redistest.NewClient(t, "127.0.0.1:"+strconv.Itoa(port), cacheOutageClient)
+	cacheCheckOutage(t, rc)
+}
+
+func TestCacheOutageServerStopped(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t, cacheOutageClient)
+		c := redislimit.NewCache[string](rc)
+		if err := c.Set(ctx, "k", "cached", time.Minute); err != nil {
+			t.Fatalf("Set: %v", err)
+		}
+		if v, found, err := c.Get(ctx, "k"); v != "cached" || !found || err != nil {
+			t.Fatalf("Get before stop = (%q, %v, %v), want a hit", v, found, err)
+		}
+		if b.Mini != nil {
+			b.Mini.Close()
+		} else {
+			b.Server.Stop()
+		}
+		cacheCheckOutage(t, rc)
+	})
+}
+
+func TestCacheOutageTimeout(t *testing.T) {
+	s := redistest.Start(t)
+	p := faultproxy.Start(t, s.Addr())
+	rc := redistest.NewClient(t, p.Addr(), cacheOutageClient, func(o *redis.Options) {
+		o.ReadTimeout = 100 * time.Millisecond
+	})
+	ctx := context.Background()
+	c := redislimit.NewCache[string](rc)
+	if err := c.Set(ctx, "k", "v", time.Minute); err != nil {
+		t.Fatalf("Set: %v", err)
+	}
+	p.StallReplies()
+	v, found, err := c.Get(ctx, "k")
+	if found || v != "" {
+		t.Errorf("Get with stalled replies = (%q, %v, _), want (\"\", false, _)", v, found)
+	}
+	cacheRedisErr(t, "Get with stalled replies", err)
+	var netErr net.Error
+	if errors.As(err, &netErr) && !netErr.Timeout() {
+		t.Errorf("Get with stalled replies: %v, want a timeout", err)
+	}
+}
+
+// cacheSetFailer makes every SET fail, as a read-only replica or a full
+// Redis would.
+type cacheSetFailer struct{}
+
+var errCacheSetRefused = errors.New("test: SET refused")
+
+func (cacheSetFailer) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (cacheSetFailer) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		if cmd.Name() == "set" {
+			cmd.SetErr(errCacheSetRefused)
+			return errCacheSetRefused
+		}
+		return next(ctx, cmd)
+	}
+}
+func (cacheSetFailer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+func TestCacheGetOrLoadWriteFailure(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		rc.AddHook(cacheSetFailer{})
+		load := func(context.Context) (string, error) { return "from db", nil }
+
+		v, err := redislimit.NewCache[string](rc).GetOrLoad(ctx, "k", time.Minute, load)
+		if v != "" || !errors.Is(err, errCacheSetRefused) {
+			t.Errorf("GetOrLoad without hook = (%q, %v), want (\"\", the SET error)", v, err)
+		}
+
+		var rec cacheHookRecorder
+		v, err = redislimit.NewCache[string](rc, redislimit.WithCacheErrorHook(rec.hook)).GetOrLoad(ctx, "k", time.Minute, load)
+		if v != "from db" || err != nil {
+			t.Errorf("GetOrLoad with hook = (%q, %v), want (\"from db\", nil)", v, err)
+		}
+		ops, errs := rec.calls()
+		if diff := cmp.Diff([]string{"set"}, ops); diff != "" {
+			t.Errorf("hook ops (-want +got):\n%s", diff)
+		}
+		if len(errs) == 1 && !errors.Is(errs[0], errCacheSetRefused) {
+			t.Errorf("hooked error = %v, want the SET error", errs[0])
+		}
+	})
+}
+
+// cacheWarm connects rc for single commands and for pipelines, so that a
+// hook added afterwards sees only the calls under test, not a connection's
+// HELLO and CLIENT SETINFO.
+func cacheWarm(tb testing.TB, rc *redis.Client) {
+	tb.Helper()
+	ctx := context.Background()
+	if err := rc.Ping(ctx).Err(); err != nil {
+		tb.Fatalf("PING: %v", err)
+	}
+	if _, err := rc.Pipelined(ctx, func(p redis.Pipeliner) error { return p.Ping(ctx).Err() }); err != nil {
+		tb.Fatalf("pipelined PING: %v", err)
+	}
+}
+
+// cacheCmdCounter counts round trips: one per command, one per pipeline.
+type cacheCmdCounter struct{ n atomic.Int64 }
+
+func (c *cacheCmdCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c *cacheCmdCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (c *cacheCmdCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func TestCacheGetManySetMany(t *testing.T) {
+	type item struct {
+		ID   int
+		Name string
+	}
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		rc := b.Client(t)
+		cacheWarm(t, rc)
+		var rt cacheCmdCounter
+		rc.AddHook(&rt)
+		c := redislimit.NewCache[item](rc)
+
+		items := map[string]item{"a": {1, "ä"}, "b": {2, "b"}, "c": {3, ""}}
+		if err := c.SetMany(ctx, items, time.Minute); err != nil {
+			t.Fatalf("SetMany: %v", err)
+		}
+		if got := rt.n.Load(); got != 1 {
+			t.Errorf("SetMany of %d items took %d round trips, want 1", len(items), got)
+		}
+		rt.n.Store(0)
+		got, err := c.GetMany(ctx, []string{"a", "missing", "c", "b", "a"})
+		if err != nil {
+			t.Fatalf("GetMany: %v", err)
+		}
+		if diff := cmp.Diff(items, got); diff != "" {
+			t.Errorf("GetMany (-want +got):\n%s", diff)
+		}
+		if got := rt.n.Load(); got != 1 {
+			t.Errorf("GetMany took %d round trips, want 1", got)
+		}
+		rt.n.Store(0)
+		if got, err := c.GetMany(ctx, nil); err != nil || got == nil || len(got) != 0 {
+			t.Errorf("GetMany(nil) = (%v, %v), want an empty map", got, err)
+		}
+		if err := c.SetMany(ctx, nil, time.Minute); err != nil {
+			t.Errorf("SetMany(nil) = %v", err)
+		}
+		if got := rt.n.Load(); got != 0 {
+			t.Errorf("empty GetMany and SetMany took %d round trips, want 0", got)
+		}
+		for k := range items {
+			pttl, err := rc.PTTL(ctx, "rc:{"+k+"}").Result()
+			if err != nil || pttl <= 50*time.Second || pttl > time.Minute {
+				t.Errorf("PTTL of %q = %v, %v; want about a minute", k, pttl, err)
+			}
+		}
+	})
+}
