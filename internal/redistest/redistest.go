@@ -63,11 +63,13 @@ type Server struct {
 	bin  string
 	dir  string
 	port int
+	pre  []string // arguments before the standard options, such as a config file
 	args []string
 
 	mu     sync.Mutex
 	proc   *os.Process
 	exited chan struct{} // closed when proc has exited
+	ctl    *redis.Client // made by control, guarded by mu
 }
 
 // Start starts a redis-server on a free 127.0.0.1 port in tb.TempDir() and
@@ -75,23 +77,30 @@ type Server struct {
 // line (for example "--maxmemory", "1mb").
 func Start(tb testing.TB, extra ...string) *Server {
 	tb.Helper()
-	bin := NeedServer(tb)
-	s := &Server{tb: tb, bin: bin, dir: tb.TempDir(), args: extra}
-	var err error
-	for attempt := 0; attempt < 5; attempt++ {
-		s.port, err = FreePort()
-		if err != nil {
-			continue
-		}
-		if err = s.start(); err == nil {
-			break
-		}
-	}
+	s, err := startServer(tb, NeedServer(tb), tb.TempDir(), nil, extra, FreePort)
 	if err != nil {
 		tb.Fatalf("redistest: %v", err)
 	}
-	tb.Cleanup(s.Stop)
 	return s
+}
+
+// startServer starts a server in dir on a port from pick and registers its
+// Stop with tb.Cleanup. Another process may take the port between pick and
+// bind, so a failed start is retried on a new port. It does not call tb's
+// Fatal methods, so it may run on any goroutine.
+func startServer(tb testing.TB, bin, dir string, pre, extra []string, pick func() (int, error)) (*Server, error) {
+	s := &Server{tb: tb, bin: bin, dir: dir, pre: pre, args: extra}
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if s.port, err = pick(); err != nil {
+			continue
+		}
+		if err = s.start(); err == nil {
+			tb.Cleanup(s.Stop)
+			return s, nil
+		}
+	}
+	return nil, err
 }
 
 // Addr returns the server's address, "127.0.0.1:port". It stays the same
@@ -137,10 +146,44 @@ func (s *Server) Restart() {
 	s.tb.Fatalf("redistest: restart: %v", err)
 }
 
+// running reports whether the server's process is up: it has started, has
+// not been stopped and has not exited.
+func (s *Server) running() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.proc == nil {
+		return false
+	}
+	select {
+	case <-s.exited:
+		return false
+	default:
+		return true
+	}
+}
+
+// control returns the client the helpers use to query and configure the
+// server: short timeouts and no retries, so that a stopped server fails a
+// poll quickly. It is made on first use and closed when the test ends.
+func (s *Server) control() *redis.Client {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctl == nil {
+		s.ctl = NewClient(s.tb, s.Addr(), func(o *redis.Options) {
+			o.DialTimeout = time.Second
+			o.ReadTimeout = 2 * time.Second
+			o.WriteTimeout = 2 * time.Second
+			o.MaxRetries = -1
+			o.PoolSize = 2
+		})
+	}
+	return s.ctl
+}
+
 func (s *Server) start() error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	args := append([]string{
+	args := append(append([]string{}, s.pre...),
 		"--port", strconv.Itoa(s.port),
 		"--bind", "127.0.0.1",
 		"--dir", s.dir,
@@ -148,7 +191,8 @@ func (s *Server) start() error {
 		"--appendonly", "no",
 		"--daemonize", "no",
 		"--logfile", "redis.log",
-	}, s.args...)
+	)
+	args = append(args, s.args...)
 	cmd := exec.Command(s.bin, args...)
 	cmd.Dir = s.dir
 	if err := cmd.Start(); err != nil {
