@@ -1,0 +1,178 @@
+package redislimit_test
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit"
+)
+
+// newRedis starts an embedded Redis for the examples; in production, pass
+// your own *redis.Client, *redis.ClusterClient or other redis.Scripter.
+func newRedis() (*redis.Client, func()) {
+	mr, err := miniredis.Run()
+	if err != nil {
+		panic(err)
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	return rdb, func() { rdb.Close(); mr.Close() }
+}
+
+func Example() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// At most 3 requests per client IP in any minute, across every server
+	// that shares this Redis.
+	lim, err := redislimit.New(rdb, redislimit.SlidingLog(3, time.Minute))
+	if err != nil {
+		panic(err)
+	}
+	for i := 0; i < 4; i++ {
+		res, err := lim.Allow(ctx, "203.0.113.7")
+		if err != nil {
+			fmt.Println("Redis failed:", err) // not a decision: apply your failure policy
+			continue
+		}
+		fmt.Printf("allowed=%v remaining=%d retry later=%v\n", res.Allowed, res.Remaining, res.RetryAfter > 0)
+	}
+	// Output:
+	// allowed=true remaining=2 retry later=false
+	// allowed=true remaining=1 retry later=false
+	// allowed=true remaining=0 retry later=false
+	// allowed=false remaining=0 retry later=true
+}
+
+func ExampleLimiter_AllowN() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// 10 tokens per second, bursts of up to 20. A batch of 15 costs 15.
+	lim, _ := redislimit.New(rdb, redislimit.TokenBucket(10, time.Second, 20))
+	res, _ := lim.AllowN(ctx, "tenant-42", 15)
+	fmt.Println(res.Allowed, res.Remaining)
+	res, _ = lim.AllowN(ctx, "tenant-42", 15) // all or nothing: denied, nothing taken
+	fmt.Println(res.Allowed, res.Remaining)
+	_, err := lim.AllowN(ctx, "tenant-42", 25) // can never fit in the bucket
+	fmt.Println(err)
+	// Output:
+	// true 5
+	// false 5
+	// redislimit: cost exceeds the limit
+}
+
+func ExampleLimiter_Peek() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(100, time.Hour))
+	_, _ = lim.AllowN(ctx, "api-key-1", 40)
+	res, _ := lim.Peek(ctx, "api-key-1") // reports without consuming
+	fmt.Printf("%d of %d left\n", res.Remaining, res.Limit)
+	// Output: 60 of 100 left
+}
+
+func ExampleLimiter_Reset() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(1, time.Hour))
+	_, _ = lim.Allow(ctx, "user-7")
+	res, _ := lim.Allow(ctx, "user-7")
+	fmt.Println("before reset:", res.Allowed)
+	_ = lim.Reset(ctx, "user-7")
+	res, _ = lim.Allow(ctx, "user-7")
+	fmt.Println("after reset:", res.Allowed)
+	// Output:
+	// before reset: false
+	// after reset: true
+}
+
+func ExampleWithClock() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// The client's clock instead of Redis TIME; here a fixed one.
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(1, 30*time.Second),
+		redislimit.WithClock(func() time.Time { return now }))
+	_, _ = lim.Allow(ctx, "k")
+	res, _ := lim.Allow(ctx, "k")
+	fmt.Println(res.Allowed, res.RetryAfter)
+	// Output: false 30s
+}
+
+// dailyQuota is an Algorithm defined outside the package: at most limit
+// units per UTC calendar day. The Limiter gives it validation, key layout,
+// the time source and reply checking.
+type dailyQuota struct{ limit int }
+
+var dailyQuotaScript = redis.NewScript(`
+local now = ARGV[1]
+if now == '' then
+  local t = redis.call('TIME')
+  now = t[1] * 1000000 + t[2]
+else
+  now = tonumber(now)
+end
+local n, limit, day = tonumber(ARGV[2]), tonumber(ARGV[4]), 86400000000
+local dayEnd = (math.floor(now / day) + 1) * day
+local used = 0
+local v = redis.call('GET', KEYS[1])
+if v then
+  local e, u = string.match(v, '^(%d+) (%d+)$')
+  if tonumber(e) == dayEnd then used = tonumber(u) end
+end
+local left = dayEnd - now
+local ok = used + n <= limit
+if ok and ARGV[3] == '1' then
+  used = used + n
+  redis.call('SET', KEYS[1], string.format('%d %d', dayEnd, used), 'PX', math.ceil(left / 1000))
+end
+local retry, reset = 0, 0
+if not ok then retry = left end
+if used > 0 then reset = left end
+return {ok and 1 or 0, math.max(limit - used, 0), retry, reset}
+`)
+
+func (dailyQuota) Name() string          { return "daily" }
+func (q dailyQuota) Limit() int          { return q.limit }
+func (dailyQuota) Script() *redis.Script { return dailyQuotaScript }
+func (q dailyQuota) Args() ([]any, error) {
+	if q.limit < 1 {
+		return nil, fmt.Errorf("%w: daily quota must be at least 1", redislimit.ErrInvalidConfig)
+	}
+	return []any{q.limit}, nil
+}
+
+func Example_customAlgorithm() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	now := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
+	lim, err := redislimit.New(rdb, dailyQuota{limit: 1000}, redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	res, _ := lim.AllowN(ctx, "customer-9", 990)
+	fmt.Println(res.Allowed, res.Remaining, res.ResetAfter)
+	res, _ = lim.AllowN(ctx, "customer-9", 20)
+	fmt.Println(res.Allowed, res.Remaining, res.RetryAfter)
+
+	_, err = redislimit.New(rdb, dailyQuota{limit: 0})
+	fmt.Println(err)
+	// Output:
+	// true 10 6h0m0s
+	// false 10 6h0m0s
+	// redislimit: invalid configuration: daily quota must be at least 1
+}
