@@ -7,7 +7,7 @@ import (
 )
 
 // target is the Redis every benchmark and demonstration in this package
-// measures, opened once per process by TestMain.
+// uses, opened once per process by TestMain.
 var target *harness.Target
 
 func TestMain(m *testing.M) { harness.Main(m, &target) }
@@ -16,32 +16,22 @@ func TestMain(m *testing.M) { harness.Main(m, &target) }
 // script that only returns 1 (the floor of any Lua decision).
 func BenchmarkFloor(b *testing.B) {
 	b.Logf("target: %s", target.Describe())
-	b.Run("ping", func(b *testing.B) { harness.Run(b, target, harness.Ping()) })
-	b.Run("evalsha-return-1", func(b *testing.B) { harness.Run(b, target, harness.EvalFloor()) })
+	harness.Floors(b, target)
 }
 
 // BenchmarkNaive measures hand-written INCR/EXPIRE fixed windows on a key
 // whose limit is never reached.
 func BenchmarkNaive(b *testing.B) {
-	for _, v := range []harness.Naive{harness.IncrExpire, harness.IncrExpireFirst, harness.MultiExpireNX} {
-		b.Run(v.String(), func(b *testing.B) { harness.Run(b, target, v.Subject()) })
-	}
+	harness.Naives(b, target, harness.IncrExpire, harness.IncrExpireFirst, harness.MultiExpireNX)
 }
 
 // BenchmarkRedislimit measures Limiter.Allow for every algorithm, on a key
 // whose limit is never reached and on a saturated key.
-func BenchmarkRedislimit(b *testing.B) {
-	for _, a := range harness.Algorithms() {
-		b.Run(a.Name+"/allowed", func(b *testing.B) { harness.Run(b, target, a.Allowed()) })
-		b.Run(a.Name+"/saturated", func(b *testing.B) { harness.Run(b, target, a.Saturated()) })
-	}
-}
+func BenchmarkRedislimit(b *testing.B) { harness.Limiters(b, target) }
 
 // BenchmarkKeyMemory reports the Redis memory of one key after 100 and 1000
-// allowed calls, per algorithm (B/key@100, B/key@1000).
+// allowed calls (B/key@100, B/key@1000).
 func BenchmarkKeyMemory(b *testing.B) {
 	b.Run("incr+expire", func(b *testing.B) { harness.KeyMemory(b, target, harness.IncrExpire.Subject()) })
-	for _, a := range harness.Algorithms() {
-		b.Run(a.Name, func(b *testing.B) { harness.KeyMemory(b, target, a.Allowed()) })
-	}
+	harness.LimiterMemory(b, target)
 }
