@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strconv"
 	"sync"
@@ -892,4 +893,34 @@ func TestCacheGetManySetMany(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestCacheJitterTTL(t *testing.T) {
+	maxMs := time.Duration(math.MaxInt64).Truncate(time.Millisecond)
+	tests := []struct {
+		ttl      time.Duration
+		fraction float64
+		r        float64
+		want     time.Duration
+	}{
+		{time.Hour, 0, 0.7, time.Hour},
+		{time.Hour, 0.1, 0, 54 * time.Minute},
+		{time.Hour, 0.1, 0.5, time.Hour},
+		{time.Hour, 0.1, math.Nextafter(1, 0), 66 * time.Minute},
+		{time.Second, 0.5, 0.25, 750 * time.Millisecond},
+		// Truncated to whole milliseconds.
+		{1500 * time.Microsecond, 0, 0, time.Millisecond},
+		{10*time.Millisecond + 999*time.Microsecond, 0, 0, 10 * time.Millisecond},
+		// Never below the 1ms floor.
+		{time.Millisecond, 0.9, 0, time.Millisecond},
+		{2 * time.Millisecond, 0.99, 0, time.Millisecond},
+		// Never past the largest Duration.
+		{time.Duration(math.MaxInt64), 0.5, math.Nextafter(1, 0), maxMs},
+	}
+	for _, tt := range tests {
+		got := redislimit.CacheJitterTTL(tt.ttl, tt.fraction, tt.r)
+		if got != tt.want {
+			t.Errorf("jitterTTL(%v, %v, %v) = %v, want %v", tt.ttl, tt.fraction, tt.r, got, tt.want)
+		}
+	}
 }
