@@ -924,3 +924,57 @@ func TestCacheJitterTTL(t *testing.T) {
 		}
 	}
 }
+
+func TestCacheCluster(t *testing.T) {
+	cl := redistest.StartCluster(t, 3, 0)
+	ctx := context.Background()
+	rc := cl.Client()
+	c := redislimit.NewCache[int](rc, redislimit.WithCachePrefix("shop:price:"))
+
+	// Keys on every master, so that one batch spans all of them.
+	items := map[string]int{}
+	var keys []string
+	for i, m := range cl.Masters() {
+		for j, k := range cl.KeysOn(m, "sku", 3) {
+			items[k] = 100*i + j
+			keys = append(keys, k)
+			// The hash tag puts each key in its user key's slot.
+			if got := cl.MasterFor("shop:price:{" + k + "}"); got != m {
+				t.Fatalf("Redis key of %q is on %s, want %s", k, got.Addr(), m.Addr())
+			}
+		}
+	}
+	if err := c.SetMany(ctx, items, time.Minute); err != nil {
+		t.Fatalf("SetMany across %d masters: %v", len(cl.Masters()), err)
+	}
+	got, err := c.GetMany(ctx, append(keys, "missing"))
+	if err != nil {
+		t.Fatalf("GetMany across %d masters: %v", len(cl.Masters()), err)
+	}
+	if diff := cmp.Diff(items, got); diff != "" {
+		t.Errorf("GetMany (-want +got):\n%s", diff)
+	}
+	for _, m := range cl.Masters() {
+		if n := redistest.KeyCount(t, m.Client()); n != 3 {
+			t.Errorf("master %s holds %d keys, want 3", m.Addr(), n)
+		}
+	}
+
+	var loads atomic.Int64
+	v, err := c.GetOrLoad(ctx, "sku-new", time.Minute, func(context.Context) (int, error) {
+		loads.Add(1)
+		return 42, nil
+	})
+	if v != 42 || err != nil || loads.Load() != 1 {
+		t.Fatalf("GetOrLoad = (%d, %v) after %d loads, want (42, nil) after 1", v, err, loads.Load())
+	}
+	if v, found, err := c.Get(ctx, "sku-new"); v != 42 || !found || err != nil {
+		t.Fatalf("Get = (%d, %v, %v), want (42, true, nil)", v, found, err)
+	}
+	if err := c.Delete(ctx, "sku-new"); err != nil {
+		t.Fatalf("Delete: %v", err)
+	}
+	if _, found, err := c.Get(ctx, "sku-new"); found || err != nil {
+		t.Fatalf("Get after Delete = (_, %v, %v), want a miss", found, err)
+	}
+}
