@@ -96,15 +96,16 @@ func (a Algorithm) Allowed() Subject {
 			case r.Remaining < want || r.Remaining > limit:
 				return fmt.Errorf("Peek after %d calls: Remaining = %d, want %d to %d", calls, r.Remaining, want, limit)
 			}
-			// A key back at full capacity may have expired already (a
-			// bucket refills); any other key must exist, with a TTL.
+			// A refilling bucket's key expires as it becomes full, maybe
+			// between Peek and PTTL; a window's key must still exist. No
+			// key may lack a TTL.
 			ttl, err := admin.PTTL(ctx, a.RedisKey(key)).Result()
 			switch {
 			case err != nil:
 				return fmt.Errorf("PTTL: %w", err)
-			case ttl == -2 && r.Remaining == limit:
+			case ttl == -2 && (calls == 0 || !a.Exact):
 				return nil
-			case ttl <= 0:
+			case ttl < 0:
 				return fmt.Errorf("PTTL after %d calls = %d, Remaining %d: want a key with a TTL", calls, ttl, r.Remaining)
 			}
 			return nil

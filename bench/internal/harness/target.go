@@ -193,6 +193,9 @@ func Main(m *testing.M, dst **Target) {
 		os.Exit(1)
 	}
 	*dst = t
+	// A configuration line in the benchmark format, so that the report
+	// (and benchstat) know what was measured.
+	fmt.Printf("redis: %s\n", strings.ReplaceAll(t.Describe(), " at "+t.Addr, ""))
 	code := m.Run()
 	t.Close()
 	os.Exit(code)
