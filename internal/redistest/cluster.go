@@ -178,9 +178,12 @@ func (c *Cluster) Nodes() []*Server { return append([]*Server(nil), c.nodes...) 
 
 // Addrs returns the addresses of all nodes, in the order of [Cluster.Nodes].
 // Any of them is a valid seed for a cluster client.
-func (c *Cluster) Addrs() []string {
-	addrs := make([]string, len(c.nodes))
-	for i, s := range c.nodes {
+func (c *Cluster) Addrs() []string { return addrsOf(c.nodes) }
+
+// addrsOf returns the servers' addresses, in order.
+func addrsOf(servers []*Server) []string {
+	addrs := make([]string, len(servers))
+	for i, s := range servers {
 		addrs[i] = s.Addr()
 	}
 	return addrs
@@ -198,6 +201,13 @@ func (c *Cluster) NodeID(s *Server) string {
 
 // Client returns a new cluster client seeded with every node, closed when
 // the test ends. Each opt may adjust the options first.
+//
+// go-redis reloads its slot map when a node answers MOVED, or when the map
+// is older than ClusterStateReloadInterval (60 s by default) at the next
+// command; not when a killed master refuses connections. A client with the
+// default options therefore keeps failing commands for the killed master's
+// slots for up to a minute after a replica took over. Tests of failover set
+// a short ClusterStateReloadInterval, or call ReloadState on errors.
 func (c *Cluster) Client(opts ...func(*redis.ClusterOptions)) *redis.ClusterClient {
 	o := &redis.ClusterOptions{Addrs: c.Addrs()}
 	for _, f := range opts {
@@ -268,9 +278,9 @@ func (c *Cluster) KillMaster(i int) *Server {
 
 // WaitFailover waits until every running node reports cluster_state:ok and
 // sees all slots served by running masters, that is, until replicas have
-// taken over from every stopped master. It fails the test after timeout.
-// With the default [ClusterNodeTimeout], a failover takes about two to
-// three seconds.
+// taken over from every stopped master and restarted nodes have rejoined.
+// It fails the test after timeout. With the default [ClusterNodeTimeout],
+// a failover takes about two to three seconds from the kill.
 func (c *Cluster) WaitFailover(timeout time.Duration) {
 	c.tb.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)

@@ -171,6 +171,17 @@ func TestCluster(t *testing.T) {
 	if diff := cmp.Diff([]string{cl.Nodes()[3].Addr(), ms[1].Addr(), ms[2].Addr()}, addrsOf(cl.Masters())); diff != "" {
 		t.Errorf("Masters() after failover (-want +got):\n%s", diff)
 	}
+	restarted := time.Now()
+	victim.Restart()
+	cl.WaitFailover(20 * time.Second)
+	err = waitFor(ctx, func() error { return victim.replicaSynced(ctx) })
+	if err != nil {
+		t.Fatalf("restarted master did not rejoin as a replica: %v", err)
+	}
+	t.Logf("killed master rejoined as a replica %v after Restart", time.Since(restarted))
+	if got := cl.MasterFor(key); got != cl.Nodes()[3] {
+		t.Errorf("after the old master rejoined, MasterFor = %s, want %s", got.Addr(), cl.Nodes()[3].Addr())
+	}
 	for tag, m := range owner {
 		key := "rl:fw:{" + tag + "}"
 		if m == victim {
@@ -208,12 +219,4 @@ func TestRing(t *testing.T) {
 	if v, err := r.Get(ctx, "k7").Int(); err != nil || v != 7 {
 		t.Errorf("ring GET k7 = %d, %v; want 7", v, err)
 	}
-}
-
-func addrsOf(servers []*Server) []string {
-	addrs := make([]string, len(servers))
-	for i, s := range servers {
-		addrs[i] = s.Addr()
-	}
-	return addrs
 }

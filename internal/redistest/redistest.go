@@ -1,10 +1,13 @@
 // Package redistest starts Redis servers for tests, in the spirit of
 // net/http/httptest: a real redis-server on a free loopback port in a
 // temporary directory, or an embedded miniredis, each stopped by t.Cleanup.
+// [StartCluster], [StartSentinel] and [StartRing] start several real
+// servers as a Redis Cluster, a Sentinel-watched master and replica, or
+// the shards of a client-side ring.
 //
-// When redis-server is not installed, [Start] skips the test, unless the
-// environment variable REDISLIMIT_REQUIRE_REDIS is "1", where it fails it.
-// Servers listen on 127.0.0.1 only.
+// When redis-server is not installed, every Start function skips the test,
+// unless the environment variable REDISLIMIT_REQUIRE_REDIS is "1", where it
+// fails it. Servers listen on 127.0.0.1 only.
 package redistest
 
 import (

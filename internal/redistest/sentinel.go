@@ -129,13 +129,7 @@ func (s *Sentinel) ready(ctx context.Context) error {
 func (s *Sentinel) MasterName() string { return SentinelMasterName }
 
 // SentinelAddrs returns the sentinels' addresses.
-func (s *Sentinel) SentinelAddrs() []string {
-	addrs := make([]string, len(s.sentinels))
-	for i, sn := range s.sentinels {
-		addrs[i] = sn.Addr()
-	}
-	return addrs
-}
+func (s *Sentinel) SentinelAddrs() []string { return addrsOf(s.sentinels) }
 
 // Sentinels returns the sentinel processes.
 func (s *Sentinel) Sentinels() []*Server { return append([]*Server(nil), s.sentinels...) }
@@ -200,7 +194,8 @@ func (s *Sentinel) masterOf(ctx context.Context, i int) (*Server, error) {
 // waits as [Sentinel.WaitFailover] does, returning the new master. The
 // old master keeps running, still a master, until a sentinel turns it
 // into a replica of the new one, about 10 s later; the failover client
-// stops using it as soon as it hears of the switch.
+// stops using it as soon as it hears of the switch. Until then a second
+// Failover has no replica to promote and fails the test.
 func (s *Sentinel) Failover(timeout time.Duration) *Server {
 	s.tb.Helper()
 	old := s.Master()
