@@ -193,6 +193,25 @@ func TestCluster(t *testing.T) {
 	}
 }
 
+func TestClusterWithoutReplicas(t *testing.T) {
+	t.Parallel()
+	cl := StartCluster(t, 3, 0)
+	if got, want := addrsOf(cl.Masters()), cl.Addrs(); !cmp.Equal(got, want) {
+		t.Fatalf("Masters() = %v, want every node %v", got, want)
+	}
+	ctx := context.Background()
+	c := cl.Client()
+	for _, m := range cl.Masters() {
+		k := cl.KeysOn(m, "k", 1)[0]
+		if err := c.Set(ctx, k, "v", 0).Err(); err != nil {
+			t.Fatalf("SET %q: %v", k, err)
+		}
+		if n := KeyCount(t, m.Client()); n != 1 {
+			t.Errorf("master %s holds %d keys, want 1", m.Addr(), n)
+		}
+	}
+}
+
 func TestRing(t *testing.T) {
 	t.Parallel()
 	r, servers := StartRing(t, 3)
