@@ -29,9 +29,10 @@ const ClusterNodeTimeout = time.Second
 const clusterStartTimeout = 30 * time.Second
 
 // Cluster is a Redis Cluster of real redis-server processes on loopback,
-// owned by a test. Its methods are safe for concurrent use, but a method
-// that waits for the cluster (such as [Cluster.WaitFailover]) must be
-// called from the test's goroutine, as it fails the test on timeout.
+// owned by a test. Its methods are safe for concurrent use, but those that
+// query the nodes (Masters, MasterFor, KeysOn, KillMaster, WaitFailover)
+// fail the test on error or timeout, so they belong on the test's
+// goroutine.
 type Cluster struct {
 	tb       testing.TB
 	nodes    []*Server // initial masters first, then their replicas

@@ -28,9 +28,9 @@ const sentinelStartTimeout = 20 * time.Second
 
 // Sentinel is a master and a replica watched by Redis Sentinel, all real
 // redis-server processes on loopback owned by a test. Its methods are safe
-// for concurrent use, but a method that waits (such as
-// [Sentinel.Failover]) must be called from the test's goroutine, as it
-// fails the test on timeout.
+// for concurrent use, but those that query the nodes (Master, Failover,
+// WaitFailover) fail the test on error or timeout, so they belong on the
+// test's goroutine.
 type Sentinel struct {
 	tb        testing.TB
 	data      []*Server // [0] starts as the master, [1] as its replica
