@@ -8,6 +8,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"reflect"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -32,9 +33,10 @@ var (
 	// than [MinCacheTTL] (zero and negative TTLs included).
 	ErrCacheTTL = errors.New("redislimit: cache: ttl must be at least 1ms")
 
-	// ErrCacheJitter is returned by every [Cache] method when
-	// [WithCacheJitter] was given a fraction outside [0, 1).
-	ErrCacheJitter = errors.New("redislimit: cache: jitter fraction must be in [0, 1)")
+	// ErrCacheConfig is returned, wrapped with the reason, by every [Cache]
+	// method when [NewCache] was given an invalid option: a jitter fraction
+	// outside [0, 1), or a prefix holding '{' or '}'.
+	ErrCacheConfig = errors.New("redislimit: cache: invalid configuration")
 
 	// ErrCacheNilLoader is returned by [Cache.GetOrLoad] when load is nil.
 	ErrCacheNilLoader = errors.New("redislimit: cache: nil loader")
@@ -81,7 +83,8 @@ type cacheConfig struct {
 
 // WithCachePrefix sets the prefix of every Redis key the cache uses. The
 // default is [DefaultCachePrefix]. The cache key itself is always wrapped
-// in a {hash tag}, so a prefix needs none.
+// in a {hash tag}, so a prefix needs none and must not hold '{' or '}'
+// (every method then returns [ErrCacheConfig]).
 func WithCachePrefix(p string) CacheOption {
 	return func(c *cacheConfig) { c.prefix = p }
 }
@@ -98,7 +101,7 @@ func WithCacheCodec(codec Codec) CacheOption {
 // uses a TTL drawn uniformly from [ttl·(1−fraction), ttl·(1+fraction)],
 // truncated to whole milliseconds and never below [MinCacheTTL]. fraction
 // must be in [0, 1); the default 0 writes the TTL unchanged. With a
-// fraction outside that range every method returns [ErrCacheJitter].
+// fraction outside that range every method returns [ErrCacheConfig].
 func WithCacheJitter(fraction float64) CacheOption {
 	return func(c *cacheConfig) { c.jitter = fraction }
 }
@@ -121,7 +124,8 @@ func WithCacheErrorHook(hook func(op string, err error)) CacheOption {
 // that does not decode) is an error, never a miss.
 //
 // Build a Cache with [NewCache]. The zero Cache returns [ErrCacheNilClient]
-// from every method. A Cache is safe for concurrent use.
+// from every method. A Cache is safe for concurrent use and must not be
+// copied after first use.
 type Cache[T any] struct {
 	client  redis.Cmdable
 	err     error // configuration error returned by every method
@@ -155,7 +159,9 @@ func NewCache[T any](client redis.Cmdable, opts ...CacheOption) *Cache[T] {
 	case isNilClient(client):
 		c.client, c.err = nil, ErrCacheNilClient
 	case !(cfg.jitter >= 0 && cfg.jitter < 1): // NaN fails both comparisons
-		c.err = ErrCacheJitter
+		c.err = fmt.Errorf("%w: jitter fraction %v is outside [0, 1)", ErrCacheConfig, cfg.jitter)
+	case strings.ContainsAny(cfg.prefix, "{}"):
+		c.err = fmt.Errorf("%w: prefix %q holds '{' or '}'", ErrCacheConfig, cfg.prefix)
 	}
 	c.encode, c.decode = cacheCodec[T](cfg.codec)
 	return c

@@ -399,23 +399,42 @@ func TestCacheJitterBounds(t *testing.T) {
 	})
 }
 
-func TestCacheInvalidJitter(t *testing.T) {
+func TestCacheInvalidOptions(t *testing.T) {
 	m := redistest.Mini(t)
 	rc := redistest.NewClient(t, m.Addr())
 	ctx := context.Background()
-	for _, f := range []float64{-0.1, 1, 1.5, nan()} {
-		c := redislimit.NewCache[string](rc, redislimit.WithCacheJitter(f))
-		if err := c.Set(ctx, "k", "v", time.Minute); !errors.Is(err, redislimit.ErrCacheJitter) {
-			t.Errorf("jitter %v: Set err = %v, want ErrCacheJitter", f, err)
+	tests := []struct {
+		name string
+		opt  redislimit.CacheOption
+		ok   bool
+	}{
+		{"jitter -0.1", redislimit.WithCacheJitter(-0.1), false},
+		{"jitter 1", redislimit.WithCacheJitter(1), false},
+		{"jitter 1.5", redislimit.WithCacheJitter(1.5), false},
+		{"jitter NaN", redislimit.WithCacheJitter(nan()), false},
+		{"prefix with {", redislimit.WithCachePrefix("app{"), false},
+		{"prefix with }", redislimit.WithCachePrefix("app}:"), false},
+		{"jitter 0", redislimit.WithCacheJitter(0), true},
+		{"jitter 0.5", redislimit.WithCacheJitter(0.5), true},
+		{"jitter 0.999", redislimit.WithCacheJitter(0.999), true},
+		{"empty prefix", redislimit.WithCachePrefix(""), true},
+	}
+	for _, tt := range tests {
+		c := redislimit.NewCache[string](rc, tt.opt)
+		setErr := c.Set(ctx, "k", "v", time.Minute)
+		_, _, getErr := c.Get(ctx, "k")
+		if tt.ok {
+			if setErr != nil || getErr != nil {
+				t.Errorf("%s: Set err = %v, Get err = %v, want nil", tt.name, setErr, getErr)
+			}
+			continue
 		}
-		if _, _, err := c.Get(ctx, "k"); !errors.Is(err, redislimit.ErrCacheJitter) {
-			t.Errorf("jitter %v: Get err = %v, want ErrCacheJitter", f, err)
+		if !errors.Is(setErr, redislimit.ErrCacheConfig) || !errors.Is(getErr, redislimit.ErrCacheConfig) {
+			t.Errorf("%s: Set err = %v, Get err = %v, want ErrCacheConfig", tt.name, setErr, getErr)
 		}
 	}
-	for _, f := range []float64{0, 0.5, 0.999} {
-		if err := redislimit.NewCache[string](rc, redislimit.WithCacheJitter(f)).Set(ctx, "k", "v", time.Minute); err != nil {
-			t.Errorf("jitter %v: Set err = %v, want nil", f, err)
-		}
+	if n := len(m.Keys()); n != 2 {
+		t.Errorf("%d keys written, want 2 (default and empty prefix)", n)
 	}
 }
 
@@ -977,4 +996,46 @@ func TestCacheCluster(t *testing.T) {
 	if _, found, err := c.Get(ctx, "sku-new"); found || err != nil {
 		t.Fatalf("Get after Delete = (_, %v, %v), want a miss", found, err)
 	}
+}
+
+// FuzzCacheGet stores arbitrary bytes where a cached record lives: Get must
+// return either a hit that survives a round trip or a decode error, never
+// panic and never pass a zero value off as a hit.
+func FuzzCacheGet(f *testing.F) {
+	good, err := json.Marshal(cacheSampleRecord())
+	if err != nil {
+		f.Fatal(err)
+	}
+	for _, seed := range []string{string(good), "", "null", "{}", `{"Created":"yesterday"}`, `{"Tags":[1]}`, "\xff\xfe", `[]`} {
+		f.Add([]byte(seed))
+	}
+	m := redistest.Mini(f)
+	rc := redistest.NewClient(f, m.Addr())
+	c := redislimit.NewCache[cacheRecord](rc)
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, raw []byte) {
+		if err := m.Set("rc:{k}", string(raw)); err != nil {
+			t.Fatal(err)
+		}
+		v, found, err := c.Get(ctx, "k")
+		if err != nil {
+			if found || !errors.Is(err, redislimit.ErrCacheDecode) || !cmp.Equal(v, cacheRecord{}) {
+				t.Fatalf("Get(%q) = (%+v, %v, %v), want (zero, false, ErrCacheDecode)", raw, v, found, err)
+			}
+			return
+		}
+		if !found {
+			t.Fatalf("Get(%q) = (_, false, nil) for a key that exists", raw)
+		}
+		if err := c.Set(ctx, "k", v, time.Minute); err != nil {
+			t.Fatalf("Set of a decoded value: %v", err)
+		}
+		again, found, err := c.Get(ctx, "k")
+		if err != nil || !found {
+			t.Fatalf("Get after re-Set = (_, %v, %v)", found, err)
+		}
+		if diff := cmp.Diff(v, again); diff != "" {
+			t.Fatalf("round trip of %q changed the value (-first +second):\n%s", raw, diff)
+		}
+	})
 }
