@@ -78,6 +78,10 @@ func (v Naive) String() string {
 // Decide returns the variant's decision with limit per window on c: it
 // returns the count after the increment too.
 func (v Naive) Decide(c redis.Cmdable, limit int64, window time.Duration) func(ctx context.Context, key string) (int64, error) {
+	expire := c.Expire // whole seconds
+	if window%time.Second != 0 {
+		expire = c.PExpire
+	}
 	switch v {
 	case IncrExpire:
 		return func(ctx context.Context, key string) (int64, error) {
@@ -85,7 +89,7 @@ func (v Naive) Decide(c redis.Cmdable, limit int64, window time.Duration) func(c
 			if err != nil {
 				return 0, err
 			}
-			return n, c.Expire(ctx, key, window).Err()
+			return n, expire(ctx, key, window).Err()
 		}
 	case IncrExpireFirst:
 		return func(ctx context.Context, key string) (int64, error) {
@@ -94,7 +98,7 @@ func (v Naive) Decide(c redis.Cmdable, limit int64, window time.Duration) func(c
 				return 0, err
 			}
 			if n == 1 {
-				err = c.Expire(ctx, key, window).Err()
+				err = expire(ctx, key, window).Err()
 			}
 			return n, err
 		}

@@ -67,6 +67,15 @@ func limiterDecide(c redis.Scripter, alg redislimit.Algorithm) (*redislimit.Limi
 	}, nil
 }
 
+// peek returns Peek of key by a limiter running alg on c.
+func peek(ctx context.Context, c *redis.Client, alg redislimit.Algorithm, key string) (redislimit.Result, error) {
+	l, err := redislimit.New(c, alg)
+	if err != nil {
+		return redislimit.Result{}, err
+	}
+	return l.Peek(ctx, key)
+}
+
 // Allowed returns the benchmark subject of a's Open configuration: every
 // call allowed. Its fixture check peeks at the key: still allowed, Remaining
 // as the calls made imply, and a TTL on the Redis key.
@@ -79,11 +88,7 @@ func (a Algorithm) Allowed() Subject {
 			return d, err
 		},
 		Verify: func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
-			l, err := redislimit.New(admin, a.Open)
-			if err != nil {
-				return err
-			}
-			r, err := l.Peek(ctx, key)
+			r, err := peek(ctx, admin, a.Open, key)
 			if err != nil {
 				return err
 			}
@@ -136,11 +141,7 @@ func (a Algorithm) Saturated() Subject {
 			return nil
 		},
 		Verify: func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
-			l, err := redislimit.New(admin, a.Tight)
-			if err != nil {
-				return err
-			}
-			r, err := l.Peek(ctx, key)
+			r, err := peek(ctx, admin, a.Tight, key)
 			if err != nil {
 				return err
 			}
