@@ -52,9 +52,9 @@ var (
 	ErrCacheEncode = errors.New("redislimit: cache: value does not encode")
 )
 
-// Codec turns cache values into bytes and back. A Codec must be safe for
-// concurrent use. Unmarshal receives a pointer to the value to fill and must
-// not keep data after it returns.
+// Codec turns cache values into bytes and back. Marshal receives a T;
+// Unmarshal receives a *T holding the zero value, and data that it may keep.
+// A Codec must be safe for concurrent use.
 type Codec interface {
 	Marshal(v any) ([]byte, error)
 	Unmarshal(data []byte, v any) error
@@ -123,6 +123,12 @@ func WithCacheErrorHook(hook func(op string, err error)) CacheOption {
 // failure (Redis unreachable, a timeout, a cancelled context, a stored value
 // that does not decode) is an error, never a miss.
 //
+// Cache key K lives in the Redis key prefix + "{" + K + "}" (see
+// [DefaultCachePrefix]): with the hash tag a Redis Cluster slot depends on
+// K alone, so entries spread over the slots whatever the prefix.
+// Keys may be any string, the empty string included. Error messages never
+// contain a key.
+//
 // Build a Cache with [NewCache]. The zero Cache returns [ErrCacheNilClient]
 // from every method. A Cache is safe for concurrent use and must not be
 // copied after first use.
@@ -141,7 +147,7 @@ type Cache[T any] struct {
 // a *redis.Client, *redis.ClusterClient, *redis.Ring or any other
 // [redis.Cmdable]. NewCache does not fail: with a nil client every method
 // returns [ErrCacheNilClient], and with an invalid option every method
-// returns that option's error.
+// returns an error wrapping [ErrCacheConfig].
 func NewCache[T any](client redis.Cmdable, opts ...CacheOption) *Cache[T] {
 	cfg := cacheConfig{prefix: DefaultCachePrefix}
 	for _, o := range opts {
