@@ -19,22 +19,23 @@ import (
 )
 
 // TestConformance runs every algorithm through the behaviour every
-// algorithm must have, on miniredis and on a real redis-server.
+// algorithm must have, on miniredis, on a real redis-server and in process
+// memory ([redislimit.NewLocal]).
 func TestConformance(t *testing.T) {
-	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
 		for _, ac := range algorithms() {
 			t.Run(ac.name, func(t *testing.T) { conformance(t, b, ac) })
 		}
 	})
 }
 
-func conformance(t *testing.T, b redistest.Backend, ac algCase) {
+func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	ctx := context.Background()
 	const capacity = 5
 
 	t.Run("FreshKeyIsFull", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := newLimiter(t, b, ac.alg, clk)
+		lim, c := b.newLimiter(t, ac.alg, clk)
 		got, err := lim.Peek(ctx, "fresh")
 		if err != nil {
 			t.Fatal(err)
@@ -42,14 +43,16 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 		if diff := cmp.Diff(allowed(capacity, capacity, 0), got); diff != "" {
 			t.Errorf("Peek on a fresh key (-want +got):\n%s", diff)
 		}
-		if n := keysUnder(t, c); n != 0 {
-			t.Errorf("Peek on a fresh key wrote %d keys", n)
+		if c != nil {
+			if n := keysUnder(t, c); n != 0 {
+				t.Errorf("Peek on a fresh key wrote %d keys", n)
+			}
 		}
 	})
 
 	t.Run("ExhaustThenDenyWithoutConsuming", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := newLimiter(t, b, ac.alg, clk)
+		lim, _ := b.newLimiter(t, ac.alg, clk)
 		for i := 1; i <= capacity; i++ {
 			r, err := lim.Allow(ctx, "k")
 			if err != nil {
@@ -92,7 +95,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("AllowNIsAllOrNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := newLimiter(t, b, ac.alg, clk)
+		lim, _ := b.newLimiter(t, ac.alg, clk)
 		if r, err := lim.AllowN(ctx, "k", 3); err != nil || !r.Allowed || r.Remaining != 2 {
 			t.Fatalf("AllowN(3) = %+v, %v; want allowed, 2 remaining", r, err)
 		}
@@ -107,25 +110,25 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("CostAboveCapacityWritesNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := newLimiter(t, b, ac.alg, clk)
+		lim, c := b.newLimiter(t, ac.alg, clk)
 		for _, n := range []int{capacity + 1, 1 << 40} {
 			if _, err := lim.AllowN(ctx, "k", n); !errors.Is(err, redislimit.ErrCostExceedsLimit) {
 				t.Errorf("AllowN(%d) error = %v, want ErrCostExceedsLimit", n, err)
 			}
 		}
-		if n := keysUnder(t, c); n != 0 {
-			t.Errorf("refused cost wrote %d keys", n)
+		if c != nil {
+			if n := keysUnder(t, c); n != 0 {
+				t.Errorf("refused cost wrote %d keys", n)
+			}
 		}
 	})
 
 	t.Run("BadInputWritesNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
 		counting := &counter{}
-		c := b.Client(t)
-		c.AddHook(counting)
-		lim, err := redislimit.New(c, ac.alg, redislimit.WithClock(clk.Now), redislimit.WithPrefix(testPrefix(t)))
-		if err != nil {
-			t.Fatal(err)
+		lim, c := b.newLimiter(t, ac.alg, clk)
+		if c != nil {
+			c.AddHook(counting)
 		}
 		long := strings.Repeat("x", redislimit.MaxKeyLen+1)
 		for _, tc := range []struct {
@@ -156,25 +159,29 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 		if err := lim.Reset(ctx, ""); !errors.Is(err, redislimit.ErrEmptyKey) {
 			t.Errorf("Reset(\"\") error = %v, want ErrEmptyKey", err)
 		}
-		if rt, _ := counting.snapshot(); rt != 0 {
-			t.Errorf("bad input sent %d commands to Redis", rt)
-		}
-		if n := keysUnder(t, c); n != 0 {
-			t.Errorf("bad input wrote %d keys", n)
+		if c != nil {
+			if rt, _ := counting.snapshot(); rt != 0 {
+				t.Errorf("bad input sent %d commands to Redis", rt)
+			}
+			if n := keysUnder(t, c); n != 0 {
+				t.Errorf("bad input wrote %d keys", n)
+			}
 		}
 	})
 
 	t.Run("Reset", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := newLimiter(t, b, ac.alg, clk)
+		lim, c := b.newLimiter(t, ac.alg, clk)
 		if _, err := lim.AllowN(ctx, "k", capacity); err != nil {
 			t.Fatal(err)
 		}
 		if err := lim.Reset(ctx, "k"); err != nil {
 			t.Fatalf("Reset: %v", err)
 		}
-		if n := keysUnder(t, c); n != 0 {
-			t.Errorf("after Reset, %d keys remain", n)
+		if c != nil {
+			if n := keysUnder(t, c); n != 0 {
+				t.Errorf("after Reset, %d keys remain", n)
+			}
 		}
 		r, err := lim.Peek(ctx, "k")
 		if err != nil || r.Remaining != capacity || r.ResetAfter != 0 {
@@ -187,7 +194,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("FullAgainAfterPeriod", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := newLimiter(t, b, ac.alg, clk)
+		lim, c := b.newLimiter(t, ac.alg, clk)
 		r, err := lim.AllowN(ctx, "k", capacity)
 		if err != nil || !r.Allowed {
 			t.Fatalf("AllowN(capacity) = %+v, %v", r, err)
@@ -207,8 +214,9 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	})
 
 	t.Run("EveryKeyHasTTL", func(t *testing.T) {
+		b.needRedis(t, "TTLs are Redis's")
 		clk := clock.NewFake(epoch)
-		lim, c := newLimiter(t, b, ac.alg, clk)
+		lim, c := b.newLimiter(t, ac.alg, clk)
 		for i := 0; i < capacity+2; i++ { // allowed and denied calls
 			if _, err := lim.Allow(ctx, "k"); err != nil {
 				t.Fatal(err)
@@ -218,9 +226,10 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	})
 
 	t.Run("KeyWithoutTTLGetsOne", func(t *testing.T) {
+		b.needRedis(t, "TTLs are Redis's")
 		for _, calls := range []int{1, capacity} { // then one allowed, or one denied call
 			clk := clock.NewFake(epoch)
-			lim, c := newLimiter(t, b, ac.alg, clk)
+			lim, c := b.newLimiter(t, ac.alg, clk)
 			rk := redislimit.RedisKey(lim, "k")
 			if _, err := lim.AllowN(ctx, "k", calls); err != nil {
 				t.Fatal(err)
@@ -245,7 +254,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("TimeGoingBackwards", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := newLimiter(t, b, ac.alg, clk)
+		lim, _ := b.newLimiter(t, ac.alg, clk)
 		clk.Advance(ac.period / 2)
 		if r, err := lim.AllowN(ctx, "k", capacity); err != nil || !r.Allowed {
 			t.Fatalf("AllowN(capacity) = %+v, %v", r, err)
@@ -276,7 +285,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	})
 
 	t.Run("AlgorithmsOnOneUserKeyDoNotCollide", func(t *testing.T) {
-		c := b.Client(t)
+		c := b.needRedis(t, "in-process limiters never share state")
 		for _, other := range algorithms() {
 			lim, err := redislimit.New(c, other.alg, redislimit.WithPrefix(testPrefix(t)))
 			if err != nil {
@@ -293,7 +302,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("KeysAreIndependentAndBinarySafe", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := newLimiter(t, b, ac.alg, clk)
+		lim, _ := b.newLimiter(t, ac.alg, clk)
 		bin := make([]byte, 4096)
 		for i := range bin {
 			bin[i] = byte(i)
@@ -313,7 +322,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	})
 
 	t.Run("CancelledContext", func(t *testing.T) {
-		lim, _ := newLimiter(t, b, ac.alg, nil)
+		lim, _ := b.newLimiter(t, ac.alg, nil)
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
 		if _, err := lim.Allow(cctx, "k"); !errors.Is(err, context.Canceled) {
@@ -326,7 +335,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("OneRoundTripPerDecision", func(t *testing.T) {
 		counting := &counter{}
-		c := b.Client(t)
+		c := b.needRedis(t, "no round trips to count")
 		c.AddHook(counting)
 		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
@@ -350,7 +359,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 
 	t.Run("ScriptFlushCostsOneExtraCallNotAnError", func(t *testing.T) {
 		counting := &counter{}
-		c := b.Client(t)
+		c := b.needRedis(t, "no scripts")
 		c.AddHook(counting)
 		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
@@ -371,6 +380,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	})
 
 	t.Run("RedisDownIsAnErrorNotADecision", func(t *testing.T) {
+		b.needRedis(t, "no Redis to lose")
 		c := redistest.NewClient(t, closedAddr(t), func(o *redis.Options) { o.MaxRetries, o.DialerRetries = -1, 1 })
 		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
@@ -388,7 +398,7 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 	t.Run("RedisClock", func(t *testing.T) {
 		// Short real-time periods, on the server's clock (no WithClock).
 		short := shortAlgorithm(ac.name, 2, 200*time.Millisecond)
-		lim, _ := newLimiter(t, b, short, nil)
+		lim, _ := b.newLimiter(t, short, nil)
 		for i := 0; i < 2; i++ {
 			if r, err := lim.Allow(ctx, "k"); err != nil || !r.Allowed {
 				t.Fatalf("Allow #%d = %+v, %v", i, r, err)
@@ -409,8 +419,16 @@ func conformance(t *testing.T, b redistest.Backend, ac algCase) {
 		alg := shortAlgorithm(ac.name, limit, time.Hour)
 		var admitted, errs atomic.Int64
 		var wg sync.WaitGroup
+		var shared *redislimit.Limiter
 		for i := 0; i < clients; i++ {
-			lim, _ := newLimiter(t, b, alg, nil) // one client per app server
+			lim, _ := b.newLimiter(t, alg, nil) // one client per app server
+			if !b.inspectable() {
+				// In-process limiters share nothing: one limiter for all.
+				if shared == nil {
+					shared = lim
+				}
+				lim = shared
+			}
 			for w := 0; w < workers; w++ {
 				wg.Add(1)
 				go func() {

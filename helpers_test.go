@@ -96,7 +96,16 @@ func (c *counter) reset() {
 func newLimiter(t *testing.T, b redistest.Backend, alg redislimit.Algorithm, clk *clock.Fake, opts ...redislimit.Option) (*redislimit.Limiter, *redis.Client) {
 	t.Helper()
 	c := b.Client(t)
-	opts = append([]redislimit.Option{redislimit.WithPrefix(testPrefix(t))}, opts...)
+	return newRedisLimiter(t, c, alg, clk, opts...), c
+}
+
+// newRedisLimiter returns a limiter on c with the running test's prefix, a
+// fake clock when clk is not nil, and a timeout long enough that a loaded
+// machine never turns a slow call into an error: these tests are about
+// decisions, not latency.
+func newRedisLimiter(t *testing.T, c redis.Scripter, alg redislimit.Algorithm, clk *clock.Fake, opts ...redislimit.Option) *redislimit.Limiter {
+	t.Helper()
+	opts = append([]redislimit.Option{redislimit.WithPrefix(testPrefix(t)), redislimit.WithTimeout(time.Minute)}, opts...)
 	if clk != nil {
 		opts = append(opts, redislimit.WithClock(clk.Now))
 	}
@@ -104,7 +113,58 @@ func newLimiter(t *testing.T, b redistest.Backend, alg redislimit.Algorithm, clk
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
-	return lim, c
+	return lim
+}
+
+// limiterBackend is where the limiters of a conformance test keep their
+// state: a Redis (embedded, real, or any other a test adds) or this
+// process's memory.
+type limiterBackend struct {
+	name string
+	// client returns a new client of the backend's Redis, closed when the
+	// test ends; nil for an in-process backend.
+	client func(t *testing.T) redis.UniversalClient
+}
+
+// limiterBackends runs f as a subtest on every backend: miniredis, a real
+// redis-server and the in-process limiter.
+func limiterBackends(t *testing.T, f func(t *testing.T, b limiterBackend)) {
+	t.Helper()
+	redistest.ForEach(t, func(t *testing.T, rb redistest.Backend) {
+		f(t, limiterBackend{name: rb.Name, client: func(t *testing.T) redis.UniversalClient { return rb.Client(t) }})
+	})
+	t.Run("in-process", func(t *testing.T) { f(t, limiterBackend{name: "in-process"}) })
+}
+
+// inspectable reports whether the backend's Redis keys can be read.
+func (b limiterBackend) inspectable() bool { return b.client != nil }
+
+// needRedis skips the test on a backend without Redis, saying why, and
+// otherwise returns a new client.
+func (b limiterBackend) needRedis(t *testing.T, why string) redis.UniversalClient {
+	t.Helper()
+	if b.client == nil {
+		t.Skipf("%s backend has no Redis: %s", b.name, why)
+	}
+	return b.client(t)
+}
+
+// newLimiter returns a limiter for alg on the backend, with a fake clock
+// when clk is not nil, and its client (nil for an in-process backend).
+func (b limiterBackend) newLimiter(t *testing.T, alg redislimit.Algorithm, clk *clock.Fake, opts ...redislimit.Option) (*redislimit.Limiter, redis.UniversalClient) {
+	t.Helper()
+	if b.client == nil {
+		if clk != nil {
+			opts = append(opts, redislimit.WithClock(clk.Now))
+		}
+		lim, err := redislimit.NewLocal(alg, opts...)
+		if err != nil {
+			t.Fatalf("NewLocal: %v", err)
+		}
+		return lim, nil
+	}
+	c := b.client(t)
+	return newRedisLimiter(t, c, alg, clk, opts...), c
 }
 
 // step is one call in a step test: move the clock by advance, then call

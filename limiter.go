@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -68,6 +69,11 @@ type Result struct {
 	// ResetAfter is how long until the key is back to full capacity; 0 when
 	// it is full.
 	ResetAfter time.Duration
+	// Degraded reports that the decision was made without Redis, by the
+	// limiter's [FailurePolicy], after Redis failed; the error went to
+	// [WithOnError]. It is false for every decision Redis made, and for
+	// those of a limiter made with [NewLocal].
+	Degraded bool
 }
 
 // Algorithm is a rate-limiting algorithm that a [Limiter] runs as one Lua
@@ -95,7 +101,7 @@ type Algorithm interface {
 	Args() ([]any, error)
 }
 
-// Option configures a [Limiter] in [New].
+// Option configures a [Limiter] in [New] or [NewLocal].
 type Option func(*Limiter)
 
 // WithPrefix sets the prefix of the limiter's Redis keys. The default is
@@ -128,14 +134,26 @@ func WithClock(now func() time.Time) Option {
 //
 // A Limiter is safe for concurrent use by multiple goroutines.
 type Limiter struct {
-	client    redis.Scripter
+	client    redis.Scripter // nil for NewLocal
 	script    *redis.Script
 	name      string
-	limit     int
+	limit     int   // the largest cost: the capacity, or localLimit for NewLocal
 	args      []any // ARGV[4:], fixed at New
 	prefix    string
 	keyPrefix string           // prefix + name + ":{"
-	now       func() time.Time // nil: Redis TIME
+	now       func() time.Time // nil: Redis TIME (the local clock is then time.Now)
+
+	policy    FailurePolicy
+	instances int
+	onError   func(context.Context, error)
+	timeout   time.Duration
+	inline    bool // the client bounds socket reads by context deadlines
+	breaker   breaker
+	abandoned atomic.Int32 // calls that timed out and still wait for Redis
+
+	local       *localStore   // NewLocal, or the FailLocal fallback
+	localLimit  int           // the local capacity
+	localPeriod time.Duration // how long an empty local key takes to be full
 }
 
 //go:embed scripts/reset.lua
@@ -156,11 +174,21 @@ var (
 // *redis.Client, *redis.ClusterClient, *redis.Ring, failover clients and
 // [redis.UniversalClient]. It returns [ErrNilClient], [ErrNilAlgorithm], or an
 // error wrapping [ErrInvalidConfig] when alg or an option is invalid. New
-// does not contact Redis.
+// does not contact Redis: the first decision loads the script.
+//
+// When Redis fails, decisions follow [WithFailurePolicy] (by default the
+// error is returned), each within [WithTimeout] (by default
+// [DefaultTimeout]); the package documentation ("When Redis fails") has
+// the details.
 func New(client redis.Scripter, alg Algorithm, opts ...Option) (*Limiter, error) {
 	if isNil(client) {
 		return nil, ErrNilClient
 	}
+	return build(client, alg, opts)
+}
+
+// build makes a Limiter on client, or an in-process one when client is nil.
+func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error) {
 	if isNil(alg) {
 		return nil, ErrNilAlgorithm
 	}
@@ -169,12 +197,15 @@ func New(client redis.Scripter, alg Algorithm, opts ...Option) (*Limiter, error)
 		return nil, err
 	}
 	l := &Limiter{
-		client: client,
-		script: alg.Script(),
-		name:   alg.Name(),
-		limit:  alg.Limit(),
-		args:   args,
-		prefix: DefaultPrefix,
+		client:    client,
+		script:    alg.Script(),
+		name:      alg.Name(),
+		limit:     alg.Limit(),
+		args:      args,
+		prefix:    DefaultPrefix,
+		instances: 1,
+		timeout:   DefaultTimeout,
+		breaker:   breaker{threshold: breakerThreshold, cooldown: breakerCooldown},
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -186,12 +217,35 @@ func New(client redis.Scripter, alg Algorithm, opts ...Option) (*Limiter, error)
 		return nil, fmt.Errorf("%w: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, l.name)
 	case l.limit < 1:
 		return nil, fmt.Errorf("%w: algorithm %s has capacity %d, want at least 1", ErrInvalidConfig, l.name, l.limit)
-	case l.script == nil:
+	case l.script == nil && client != nil:
 		return nil, fmt.Errorf("%w: algorithm %s has no script", ErrInvalidConfig, l.name)
 	case strings.ContainsAny(l.prefix, "{}"):
 		return nil, fmt.Errorf("%w: prefix %q holds '{' or '}'", ErrInvalidConfig, l.prefix)
+	case l.policy < FailError || l.policy > FailLocal:
+		return nil, fmt.Errorf("%w: unknown failure policy %d", ErrInvalidConfig, int(l.policy))
+	case l.instances < 1:
+		return nil, fmt.Errorf("%w: %d local instances, want at least 1", ErrInvalidConfig, l.instances)
+	case l.timeout <= 0:
+		return nil, fmt.Errorf("%w: timeout %v, want more than 0", ErrInvalidConfig, l.timeout)
 	}
 	l.keyPrefix = l.prefix + l.name + ":{"
+	if client == nil || l.policy == FailLocal {
+		la, ok := alg.(LocalAlgorithm)
+		if !ok {
+			return nil, fmt.Errorf("%w: algorithm %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.name)
+		}
+		l.local = newLocalStore(la, l.instances)
+		l.localLimit = int(localUnits(l.limit, l.instances))
+		l.localPeriod = la.NewLocalState(l.instances).Decide(0, l.localLimit, true).ResetAfter
+		if l.localPeriod <= 0 {
+			l.localPeriod = time.Second
+		}
+	}
+	if client == nil {
+		l.limit = l.localLimit
+	} else {
+		l.inline = honoursDeadlines(client)
+	}
 	return l, nil
 }
 
@@ -242,8 +296,21 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := ctx.Err(); err != nil {
 		return l.wrap(err)
 	}
-	if err := resetScript.Run(ctx, l.client, []string{l.redisKey(key)}).Err(); err != nil {
-		return l.wrap(err)
+	if l.local != nil {
+		l.local.reset(key)
+	}
+	if l.client == nil {
+		return nil
+	}
+	if _, err := l.callRedis(ctx, resetScript, key, nil); err != nil {
+		if ctx.Err() != nil {
+			return l.wrap(ctx.Err())
+		}
+		err = l.wrap(err)
+		if l.onError != nil {
+			l.onError(ctx, err)
+		}
+		return err
 	}
 	return nil
 }
@@ -261,23 +328,58 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	if err := ctx.Err(); err != nil {
 		return Result{}, l.wrap(err)
 	}
-	args := make([]any, 3, 3+len(l.args))
-	args[0] = argRedisTime
+	if l.client == nil {
+		return l.decideLocal(key, n, mode == argConsume, false), nil
+	}
+	var buf [8]any
+	args := append(buf[:0], argRedisTime, n, mode)
 	if l.now != nil {
 		args[0] = l.now().UnixMicro()
 	}
-	args[1], args[2] = n, mode
 	args = append(args, l.args...)
-	reply, err := l.script.Run(ctx, l.client, []string{l.redisKey(key)}, args...).Result()
-	if err != nil {
-		return Result{}, l.wrap(err)
+	reply, err := l.callRedis(ctx, l.script, key, args)
+	if err == nil {
+		var r Result
+		if r, err = parseReply(reply); err == nil {
+			r.Limit = l.limit
+			return r, nil
+		}
 	}
-	r, err := parseReply(reply)
-	if err != nil {
-		return Result{}, l.wrap(err)
+	if ctx.Err() != nil {
+		return Result{}, l.wrap(ctx.Err())
 	}
-	r.Limit = l.limit
-	return r, nil
+	err = l.wrap(err)
+	if l.onError != nil {
+		l.onError(ctx, err)
+	}
+	switch l.policy {
+	case FailOpen:
+		return Result{Allowed: true, Limit: l.limit, Remaining: l.limit, Degraded: true}, nil
+	case FailClosed:
+		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, Degraded: true}, nil
+	case FailLocal:
+		return l.decideLocal(key, n, mode == argConsume, true), nil
+	}
+	return Result{}, err
+}
+
+// decideLocal makes a decision in process memory. A cost above the local
+// capacity (possible only as a fallback) is denied until a full period has
+// passed.
+func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result {
+	t := time.Now()
+	if l.now != nil {
+		t = l.now()
+	}
+	var r Result
+	if n <= l.localLimit {
+		r = l.local.decide(key, t.UnixMicro(), n, consume)
+	} else {
+		r = l.local.decide(key, t.UnixMicro(), 1, false)
+		r.Allowed, r.RetryAfter = false, l.localPeriod
+	}
+	r.Limit, r.Degraded = l.localLimit, degraded
+	return r
 }
 
 func (l *Limiter) redisKey(key string) string {

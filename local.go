@@ -1,0 +1,331 @@
+package redislimit
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// MaxLocalKeys is the most keys an in-process limiter ([NewLocal], or the
+// fallback of [FailLocal]) keeps in memory. Keys whose state has expired
+// are swept as new keys arrive; past MaxLocalKeys live keys, arbitrary keys
+// are forgotten to make room, and start again with full capacity.
+const MaxLocalKeys = 1 << 17
+
+// LocalAlgorithm is an [Algorithm] that can also decide in process memory,
+// for [NewLocal] and the [FailLocal] policy. [FixedWindow], [SlidingLog] and
+// [TokenBucket] implement it. An algorithm defined elsewhere may implement
+// it too; without it, [NewLocal] and [FailLocal] refuse the algorithm with
+// [ErrInvalidConfig].
+type LocalAlgorithm interface {
+	Algorithm
+	// NewLocalState returns the state of a key with nothing recorded, for
+	// the algorithm with its capacity divided among instances (at least 1)
+	// processes: Limit()/instances units, rounded down and at least 1, and
+	// rates divided likewise. Every call with the same instances must
+	// return an equivalent state.
+	NewLocalState(instances int) LocalState
+}
+
+// LocalState is one key's state of a [LocalAlgorithm] in process memory.
+// The limiter serialises the calls on one state, so it needs no lock.
+type LocalState interface {
+	// Decide makes one decision at now (µs since the Unix epoch) for cost
+	// n, from 1 to the state's capacity, consuming n units if the call is
+	// allowed and consume is set. It returns what the algorithm's script
+	// would reply for a key holding this state, as a [Result] whose Limit
+	// and Degraded the limiter fills in. Time may go backwards between
+	// calls; the state must then neither refill nor report durations past
+	// its period.
+	Decide(now int64, n int, consume bool) Result
+	// ExpiresAt returns the time (µs since the Unix epoch) from which the
+	// state says nothing more than a fresh one: where the script's key
+	// would expire. The limiter drops the state then, and does not keep a
+	// state that has expired right after Decide (the script would not have
+	// written it).
+	ExpiresAt() int64
+}
+
+// NewLocal returns a Limiter that runs alg in this process's memory, with
+// no Redis: for single-process services, for tests, and as a building
+// block. Its [Result] values mean what they mean with Redis, Degraded is
+// never set, and its calls never fail except for bad input or an ended
+// context. State is lost with the process and not shared with other
+// processes; [WithLocalInstances] divides the capacity for a limit shared
+// by a known number of processes. At most [MaxLocalKeys] keys are kept.
+//
+// alg must implement [LocalAlgorithm]; otherwise, or when alg or an option
+// is invalid, NewLocal returns [ErrNilAlgorithm] or an error wrapping
+// [ErrInvalidConfig]. [WithClock] sets the clock (default time.Now);
+// [WithPrefix], [WithTimeout], [WithFailurePolicy] and [WithOnError] have
+// no effect. [Result.Limit] and the largest cost are the divided capacity.
+func NewLocal(alg Algorithm, opts ...Option) (*Limiter, error) {
+	return build(nil, alg, opts)
+}
+
+// localUnits is the capacity of a process among instances sharing limit.
+func localUnits(limit, instances int) int64 {
+	return int64(max(1, limit/instances))
+}
+
+func micros(us int64) time.Duration { return time.Duration(us) * time.Microsecond }
+
+// localShards spreads keys over locks, so that goroutines deciding on
+// different keys rarely wait for each other.
+const localShards = 32
+
+// sweepEvery is how often, in µs of the limiter's clock, a shard drops
+// expired states when a new key arrives.
+const sweepEvery = int64(time.Second / time.Microsecond)
+
+// localStore holds the states of an in-process limiter. Its methods are
+// safe for concurrent use.
+type localStore struct {
+	alg       LocalAlgorithm
+	instances int
+	seed      maphash.Seed
+	shards    [localShards]localShard
+}
+
+type localShard struct {
+	mu        sync.Mutex
+	m         map[string]LocalState // guarded by mu
+	nextSweep int64                 // guarded by mu
+}
+
+func newLocalStore(alg LocalAlgorithm, instances int) *localStore {
+	s := &localStore{alg: alg, instances: instances, seed: maphash.MakeSeed()}
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]LocalState)
+	}
+	return s
+}
+
+func (s *localStore) shard(key string) *localShard {
+	return &s.shards[maphash.String(s.seed, key)%localShards]
+}
+
+// decide runs one decision on key's state at now (µs).
+func (s *localStore) decide(key string, now int64, n int, consume bool) Result {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	st, stored := sh.m[key]
+	if !stored || st.ExpiresAt() <= now {
+		st = s.alg.NewLocalState(s.instances)
+	}
+	r := st.Decide(now, n, consume)
+	switch {
+	case st.ExpiresAt() <= now:
+		if stored {
+			delete(sh.m, key)
+		}
+	case stored:
+		sh.m[key] = st
+	default:
+		sh.insert(key, st, now)
+	}
+	return r
+}
+
+// reset drops key's state.
+func (s *localStore) reset(key string) {
+	sh := s.shard(key)
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	delete(sh.m, key)
+}
+
+// len returns the number of states kept.
+func (s *localStore) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// insert adds a new key, first sweeping expired states now and then, and
+// forgetting an arbitrary key when the shard is full. sh.mu must be held.
+func (sh *localShard) insert(key string, st LocalState, now int64) {
+	const shardMax = MaxLocalKeys / localShards
+	if len(sh.m) >= shardMax || now >= sh.nextSweep {
+		for k, v := range sh.m {
+			if v.ExpiresAt() <= now {
+				delete(sh.m, k)
+			}
+		}
+		sh.nextSweep = now + sweepEvery
+	}
+	if len(sh.m) >= shardMax {
+		for k := range sh.m {
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[key] = st
+}
+
+// NewLocalState implements [LocalAlgorithm].
+func (a fixedWindow) NewLocalState(instances int) LocalState {
+	return &fixedWindowState{limit: localUnits(a.limit, instances), window: a.window.Microseconds()}
+}
+
+// fixedWindowState is scripts/fixedwindow.lua in memory.
+type fixedWindowState struct {
+	limit, window int64
+	end, count    int64 // the window's end (µs) and the units it admitted
+}
+
+func (s *fixedWindowState) Decide(now int64, n int, consume bool) Result {
+	if s.end <= now || s.count == 0 {
+		s.end, s.count = now+s.window, 0
+	} else if s.end > now+s.window {
+		s.end = now + s.window // the clock went back
+	}
+	allowed := s.count+int64(n) <= s.limit
+	if allowed && consume {
+		s.count += int64(n)
+	}
+	left := s.end - now
+	r := Result{Allowed: allowed, Remaining: int(max(s.limit-s.count, 0))}
+	if !allowed {
+		r.RetryAfter = micros(left)
+	}
+	if s.count > 0 {
+		r.ResetAfter = micros(left)
+	}
+	return r
+}
+
+func (s *fixedWindowState) ExpiresAt() int64 {
+	if s.count == 0 {
+		return 0
+	}
+	return s.end
+}
+
+// NewLocalState implements [LocalAlgorithm].
+func (a tokenBucket) NewLocalState(instances int) LocalState {
+	burst := localUnits(a.burst, instances)
+	interval := a.per.Microseconds() / int64(a.rate) * int64(instances)
+	if maxInterval := int64(MaxWindow/time.Microsecond) / burst; interval > maxInterval {
+		interval = maxInterval
+	}
+	return &tokenBucketState{burst: burst, interval: max(interval, 1)}
+}
+
+// tokenBucketState is scripts/tokenbucket.lua in memory.
+type tokenBucketState struct {
+	burst, interval int64 // tokens, µs per token
+	tat             int64 // when the bucket is full again (µs)
+}
+
+func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
+	full := s.burst * s.interval
+	tat := s.tat
+	if tat < now {
+		tat = now
+	} else if tat > now+full {
+		tat = now + full // the clock went back
+	}
+	allowAt := tat + int64(n)*s.interval - full
+	allowed := allowAt <= now
+	if allowed && consume {
+		tat += int64(n) * s.interval
+	}
+	s.tat = tat
+	left := tat - now
+	r := Result{Allowed: allowed, Remaining: int((full - left) / s.interval), ResetAfter: micros(left)}
+	if !allowed {
+		r.RetryAfter = micros(allowAt - now)
+	}
+	return r
+}
+
+func (s *tokenBucketState) ExpiresAt() int64 { return s.tat }
+
+// NewLocalState implements [LocalAlgorithm].
+func (a slidingLog) NewLocalState(instances int) LocalState {
+	return &slidingLogState{limit: localUnits(a.limit, instances), window: a.window.Microseconds()}
+}
+
+// slidingLogState is scripts/slidinglog.lua in memory. Where the script
+// keeps one sorted-set entry per unit, it keeps one run per admission.
+type slidingLogState struct {
+	limit, window int64
+	runs          []logRun // by time, oldest first
+}
+
+// logRun is n units admitted at the same time (µs).
+type logRun struct{ at, n int64 }
+
+func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+	cut := 0
+	for cut < len(s.runs) && s.runs[cut].at <= now-s.window {
+		cut++
+	}
+	if cut > 0 {
+		s.runs = append(s.runs[:0], s.runs[cut:]...)
+	}
+	var count int64
+	for _, r := range s.runs {
+		count += r.n
+	}
+	allowed := count+int64(n) <= s.limit
+	var r Result
+	r.Allowed = allowed
+	switch {
+	case allowed && consume:
+		s.add(now, int64(n))
+		count += int64(n)
+		r.ResetAfter = micros(s.window)
+	case count > 0:
+		last := len(s.runs) - 1
+		if s.runs[last].at > now {
+			// The clock went back: entries from the future count as made now.
+			for i := range s.runs {
+				s.runs[i].at = min(s.runs[i].at, now)
+			}
+		}
+		if !allowed {
+			// The call fits once the oldest count+n-limit units have left.
+			idx := count + int64(n) - s.limit - 1
+			for _, run := range s.runs {
+				if idx < run.n {
+					r.RetryAfter = micros(run.at + s.window - now)
+					break
+				}
+				idx -= run.n
+			}
+		}
+		r.ResetAfter = micros(s.runs[last].at + s.window - now)
+	}
+	r.Remaining = int(max(s.limit-count, 0))
+	return r
+}
+
+// add records n units admitted at now, keeping the runs in time order.
+func (s *slidingLogState) add(now, n int64) {
+	i := len(s.runs)
+	for i > 0 && s.runs[i-1].at > now {
+		i--
+	}
+	if i > 0 && s.runs[i-1].at == now {
+		s.runs[i-1].n += n
+		return
+	}
+	s.runs = append(s.runs, logRun{})
+	copy(s.runs[i+1:], s.runs[i:])
+	s.runs[i] = logRun{at: now, n: n}
+}
+
+func (s *slidingLogState) ExpiresAt() int64 {
+	if len(s.runs) == 0 {
+		return 0
+	}
+	return s.runs[len(s.runs)-1].at + s.window
+}
