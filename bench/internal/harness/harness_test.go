@@ -36,6 +36,20 @@ func TestParseCommandStats(t *testing.T) {
 	}
 }
 
+func TestParseProcessCPU(t *testing.T) {
+	info := "# CPU\r\nused_cpu_sys:1.500000\r\nused_cpu_user:0.250001\r\nused_cpu_sys_children:9.000000\r\n"
+	got, err := ParseProcessCPU(info)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := 1750001.0; math.Abs(got-want) > 1e-3 {
+		t.Errorf("ParseProcessCPU = %v, want %v", got, want)
+	}
+	if _, err := ParseProcessCPU("# CPU\r\nused_cpu_sys:1.5\r\n"); err == nil {
+		t.Error("ParseProcessCPU without used_cpu_user = nil error, want one")
+	}
+}
+
 func TestServerUsec(t *testing.T) {
 	before := map[string]CmdStat{"evalsha": {Calls: 5, Usec: 100}, "get": {Calls: 0, Usec: 0}}
 	after := map[string]CmdStat{

@@ -92,13 +92,47 @@ func ServerUsec(before, after map[string]CmdStat, sent map[string]int64) float64
 	return total
 }
 
+// ProcessCPU returns the CPU time, in microseconds, that the Redis server
+// process has used (used_cpu_user + used_cpu_sys of INFO cpu).
+func ProcessCPU(ctx context.Context, c redis.Cmdable) (float64, error) {
+	info, err := c.Info(ctx, "cpu").Result()
+	if err != nil {
+		return 0, fmt.Errorf("INFO cpu: %w", err)
+	}
+	return ParseProcessCPU(info)
+}
+
+// ParseProcessCPU parses the text of INFO cpu as [ProcessCPU] describes.
+func ParseProcessCPU(info string) (float64, error) {
+	var total float64
+	seen := 0
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if !ok || (k != "used_cpu_user" && k != "used_cpu_sys") {
+			continue
+		}
+		sec, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, fmt.Errorf("INFO cpu: %s: %w", k, err)
+		}
+		total += sec * 1e6
+		seen++
+	}
+	if seen != 2 {
+		return 0, fmt.Errorf("INFO cpu: no used_cpu_user and used_cpu_sys")
+	}
+	return total, nil
+}
+
 // Meter measures one timed section of a benchmark: round trips through its
-// [Counter] and, on a real server, Redis time from INFO commandstats.
+// [Counter] and, on a real server, Redis time from INFO commandstats and
+// (on a server this process started) Redis process CPU from INFO cpu.
 type Meter struct {
 	b      *testing.B
 	t      *Target
 	ctr    *Counter
 	before map[string]CmdStat
+	cpu    float64 // process CPU µs at the start; -1 when not measured
 }
 
 // Measure resets ctr, takes the INFO commandstats snapshot and returns a
@@ -107,7 +141,7 @@ type Meter struct {
 func Measure(b *testing.B, t *Target, ctr *Counter) *Meter {
 	b.Helper()
 	b.ReportAllocs()
-	m := &Meter{b: b, t: t, ctr: ctr}
+	m := &Meter{b: b, t: t, ctr: ctr, cpu: -1}
 	if t.Real() {
 		s, err := CommandStats(context.Background(), t.admin)
 		if err != nil {
@@ -115,12 +149,22 @@ func Measure(b *testing.B, t *Target, ctr *Counter) *Meter {
 		}
 		m.before = s
 	}
+	if t.Kind == KindServer {
+		cpu, err := ProcessCPU(context.Background(), t.admin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		m.cpu = cpu
+	}
 	ctr.Reset()
 	return m
 }
 
-// Done stops the timer and reports roundtrips/op and, on a real server,
-// redis-usec/op over b.N operations.
+// Done stops the timer and reports, over b.N operations, roundtrips/op;
+// on a real server, redis-usec/op: the time Redis spent in the commands
+// the client sent, a wall-clock figure that grows when the server's thread
+// is preempted; and on a server this process started, redis-cpu-usec/op:
+// the server process's CPU time, network I/O and the INFO calls included.
 func (m *Meter) Done() {
 	b := m.b
 	b.Helper()
@@ -138,4 +182,11 @@ func (m *Meter) Done() {
 		b.Fatal(err)
 	}
 	b.ReportMetric(ServerUsec(m.before, after, sent)/float64(b.N), "redis-usec/op")
+	if m.cpu >= 0 {
+		cpu, err := ProcessCPU(context.Background(), m.t.admin)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric((cpu-m.cpu)/float64(b.N), "redis-cpu-usec/op")
+	}
 }

@@ -109,7 +109,8 @@ func Open(warn func(string)) (*Target, error) {
 		warn(strings.Repeat("!", 78) + "\n" +
 			"WARNING: redis-server is not installed; benchmarking an embedded miniredis.\n" +
 			"These figures say NOTHING about Redis: no Redis CPU, no memory per key, and\n" +
-			"timings of a Go map behind a socket. Install redis-server or set " + AddrEnv + ".\n" +
+			"timings of a Go map behind a socket; allocs/op include miniredis's own.\n" +
+			"Install redis-server or set " + AddrEnv + ".\n" +
 			strings.Repeat("!", 78))
 	}
 	t.admin = redis.NewClient(&redis.Options{Addr: t.Addr})
