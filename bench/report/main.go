@@ -67,7 +67,11 @@ func run(count int, benchtime, filter, outDir, results string, reuse bool) error
 	}
 	raw := func(p pkg) string { return filepath.Join(outDir, p.name+".txt") }
 	start := time.Now()
+	srcFile := filepath.Join(outDir, "source.txt")
 	if !reuse {
+		if err := os.WriteFile(srcFile, []byte(source()), 0o644); err != nil {
+			return err
+		}
 		if count < 1 {
 			return errors.New("-count must be at least 1")
 		}
@@ -118,7 +122,11 @@ func run(count int, benchtime, filter, outDir, results string, reuse bool) error
 	if err := os.WriteFile(filepath.Join(outDir, "benchstat.txt"), text.Bytes(), 0o644); err != nil {
 		return err
 	}
-	md := markdown(runs, count, benchtime, reuse, text.String())
+	src, err := os.ReadFile(srcFile)
+	if err != nil {
+		src = []byte("unknown")
+	}
+	md := markdown(runs, count, benchtime, reuse, string(src), text.String())
 	fmt.Print(md)
 	if results != "" {
 		if err := os.WriteFile(results, []byte(md), 0o644); err != nil {
@@ -267,7 +275,7 @@ func memoryName(subject string) string {
 	return "KeyMemory/" + base[strings.LastIndexByte(base, '/')+1:]
 }
 
-func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, text string) string {
+func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, src, text string) string {
 	var b strings.Builder
 	cfg := runs["bench"].config
 	fmt.Fprintf(&b, "# Benchmark results\n\n")
@@ -280,6 +288,7 @@ func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, t
 	}
 	fmt.Fprintf(&b, "Target: %s, client and server on one machine (%s/%s, %s, %d CPUs); %s; medians by benchstat.\n",
 		cfg["redis"], cfg["goos"], cfg["goarch"], cfg["cpu"], runtime.NumCPU(), rounds)
+	fmt.Fprintf(&b, "Source: %s.\n", src)
 	fmt.Fprintf(&b, "Reproduce: `go run ./bench/report` (raw output and benchstat's confidence intervals in bench/out/).\n\n")
 	fmt.Fprintf(&b, "Columns: client time per call on one goroutine (ns/op) and its ratio to PING and to INCR+EXPIRE from the same process; "+
 		"allocations per call; calls per second with 64 goroutines each on its own key; round trips per call; "+
@@ -295,6 +304,30 @@ func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, t
 	targets(&b, runs["bench"], runs["peers"])
 	fmt.Fprintf(&b, "\n<details><summary>benchstat output</summary>\n\n```\n%s```\n\n</details>\n", text)
 	return b.String()
+}
+
+// source describes the code measured: the commit, and the files outside
+// bench/ that differ from it in the working tree.
+func source() string {
+	head, err := exec.Command("git", "rev-parse", "--short", "HEAD").Output()
+	if err != nil {
+		return "not a git checkout"
+	}
+	desc := "commit " + strings.TrimSpace(string(head))
+	status, err := exec.Command("git", "status", "--porcelain", "--", ".", ":!bench").Output()
+	if err != nil {
+		return desc
+	}
+	var dirty []string
+	for _, line := range strings.Split(strings.TrimSpace(string(status)), "\n") {
+		if len(line) > 3 {
+			dirty = append(dirty, line[3:])
+		}
+	}
+	if len(dirty) > 0 {
+		desc += " with uncommitted changes to " + strings.Join(dirty, ", ")
+	}
+	return desc
 }
 
 func table(b *strings.Builder, s, mem *stats) {
