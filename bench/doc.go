@@ -1,0 +1,18 @@
+// Package bench measures what a redislimit decision costs, against the
+// floors (PING, EVALSHA of `return 1`) and the naive INCR/EXPIRE code, and
+// demonstrates, as tests, the failures of the usual alternatives.
+//
+//	go test -run '^$' -bench . ./bench   # benchmarks
+//	go test ./bench                      # demonstrations only
+//	go run ./bench/report                # both packages, 6 rounds, RESULTS.md
+//
+// The benchmarks start a redis-server on a free 127.0.0.1 port (or use
+// REDIS_ADDR, loopback addresses only); without redis-server they fall back
+// to an embedded miniredis and say loudly that the figures mean nothing,
+// unless REDISLIMIT_REQUIRE_REDIS=1 makes that a failure. Each reports
+// roundtrips/op, redis-usec/op (INFO commandstats) and redis-cpu-usec/op
+// (INFO cpu) beside ns/op and allocs/op. The peers are in the nested module
+// bench/peers, so that the library's go.mod never requires them.
+//
+// Users run this package; nobody imports it.
+package bench
