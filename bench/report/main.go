@@ -292,6 +292,7 @@ func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, s
 	fmt.Fprintf(&b, "Reproduce: `go run ./bench/report` (raw output and benchstat's confidence intervals in bench/out/).\n\n")
 	fmt.Fprintf(&b, "Columns: client time per call on one goroutine (ns/op) and its ratio to PING and to INCR+EXPIRE from the same process; "+
 		"allocations per call; calls per second with 64 goroutines each on its own key; round trips per call; "+
+		"commands run inside scripts or EXEC per call (each redis.call costs Redis a few µs); "+
 		"Redis time per call in the commands sent, from INFO commandstats (µs, the figure that carries to other hardware; wall-clock inside Redis, so it grows when the machine is loaded) and its ratio to EVALSHA of `return 1`; "+
 		"the redis-server process's CPU time per call from INFO cpu (network I/O included, which dominates it); "+
 		"MEMORY USAGE of one key after 100 and 1000 allowed calls.\n\n")
@@ -331,8 +332,8 @@ func source() string {
 }
 
 func table(b *strings.Builder, s, mem *stats) {
-	fmt.Fprintf(b, "| benchmark | ns/op | × PING | × INCR+EXPIRE | allocs/op | parallel ops/s | round trips/op | Redis µs/op | × Lua floor | Redis process CPU µs/op | B/key @100 | B/key @1000 |\n")
-	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(b, "| benchmark | ns/op | × PING | × INCR+EXPIRE | allocs/op | parallel ops/s | round trips/op | commands in scripts/op | Redis µs/op | × Lua floor | Redis process CPU µs/op | B/key @100 | B/key @1000 |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	pingNs := s.get(ping+"/seq", "sec/op")
 	incrNs := s.get(incrExp+"/seq", "sec/op")
 	floorUs := s.get(luaFloor+"/seq", "redis-usec/op")
@@ -340,12 +341,13 @@ func table(b *strings.Builder, s, mem *stats) {
 		seq, par := name+"/seq", name+"/par"
 		ns := s.get(seq, "sec/op")
 		us := s.get(seq, "redis-usec/op")
-		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
 			name,
 			num(ns*1e9, 0), ratio(ns, pingNs), ratio(ns, incrNs),
 			num(s.get(seq, "allocs/op"), 0),
 			num(1/s.get(par, "sec/op"), 0),
 			num(s.get(seq, "roundtrips/op"), 2),
+			num(s.get(seq, "inner-calls/op"), 1),
 			num(us, 2), ratio(us, floorUs),
 			num(s.get(seq, "redis-cpu-usec/op"), 1),
 			num(mem.get(memoryName(name), "B/key@100"), 0),

@@ -57,9 +57,13 @@ func TestServerUsec(t *testing.T) {
 		"get":     {Calls: 20, Usec: 40},  // 10 sent, 10 from inside scripts
 		"info":    {Calls: 1, Usec: 1000}, // not sent: ignored
 	}
-	got := ServerUsec(before, after, map[string]int64{"evalsha": 10, "get": 10})
+	sent := map[string]int64{"evalsha": 10, "get": 10}
+	got := ServerUsec(before, after, sent)
 	if want := 200.0 + 20.0; math.Abs(got-want) > 1e-9 {
 		t.Errorf("ServerUsec = %v, want %v", got, want)
+	}
+	if got, want := InnerCalls(before, after, sent), int64(10); got != want {
+		t.Errorf("InnerCalls = %d, want %d", got, want)
 	}
 }
 

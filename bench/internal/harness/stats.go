@@ -124,6 +124,23 @@ func ParseProcessCPU(info string) (float64, error) {
 	return total, nil
 }
 
+// InnerCalls returns how many commands Redis ran that the client did not
+// send at the top level (those a script's redis.call or an EXEC ran), given
+// INFO commandstats before and after and the client's top-level command
+// counts. INFO itself is not counted.
+func InnerCalls(before, after map[string]CmdStat, sent map[string]int64) int64 {
+	var n int64
+	for name, a := range after {
+		if name == "info" {
+			continue
+		}
+		if d := a.Calls - before[name].Calls - sent[name]; d > 0 {
+			n += d
+		}
+	}
+	return n
+}
+
 // Meter measures one timed section of a benchmark: round trips through its
 // [Counter] and, on a real server, Redis time from INFO commandstats and
 // (on a server this process started) Redis process CPU from INFO cpu.
@@ -163,7 +180,8 @@ func Measure(b *testing.B, t *Target, ctr *Counter) *Meter {
 // Done stops the timer and reports, over b.N operations, roundtrips/op;
 // on a real server, redis-usec/op: the time Redis spent in the commands
 // the client sent, a wall-clock figure that grows when the server's thread
-// is preempted; and on a server this process started, redis-cpu-usec/op:
+// is preempted; inner-calls/op: the commands that scripts and EXEC ran;
+// and on a server this process started, redis-cpu-usec/op:
 // the server process's CPU time, network I/O and the INFO calls included.
 func (m *Meter) Done() {
 	b := m.b
@@ -182,6 +200,7 @@ func (m *Meter) Done() {
 		b.Fatal(err)
 	}
 	b.ReportMetric(ServerUsec(m.before, after, sent)/float64(b.N), "redis-usec/op")
+	b.ReportMetric(float64(InnerCalls(m.before, after, sent))/float64(b.N), "inner-calls/op")
 	if m.cpu >= 0 {
 		cpu, err := ProcessCPU(context.Background(), m.t.admin)
 		if err != nil {
