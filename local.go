@@ -148,11 +148,12 @@ func (s *localStore) len() int {
 	return n
 }
 
-// insert adds a new key, first sweeping expired states now and then, and
-// forgetting an arbitrary key when the shard is full. sh.mu must be held.
+// insert adds a new key, first sweeping expired states at most once every
+// sweepEvery, and forgetting an arbitrary key when the shard is full.
+// sh.mu must be held.
 func (sh *localShard) insert(key string, st LocalState, now int64) {
 	const shardMax = MaxLocalKeys / localShards
-	if len(sh.m) >= shardMax || now >= sh.nextSweep {
+	if now >= sh.nextSweep {
 		for k, v := range sh.m {
 			if v.ExpiresAt() <= now {
 				delete(sh.m, k)
