@@ -91,6 +91,67 @@
 // µs, and format large numbers with string.format("%d", x), never with
 // tostring or "..", which keep only 14 digits.
 //
+// # When Redis fails
+//
+// A decision waits for Redis at most the limiter's timeout: [WithTimeout],
+// [DefaultTimeout] (200ms) unless set. It is counted from when the call
+// starts and covers go-redis's pool waits, dials, retries and the EVAL
+// after a NOSCRIPT. The bound also holds on clients built with default
+// options, where go-redis lets a stalled socket read run for its
+// ReadTimeout (3s) whatever the context says: there the call runs on a
+// shared worker goroutine, the decision stops waiting at the timeout, and
+// the worker ends by itself once go-redis's own read timeout has passed.
+// At most 128 such abandoned calls per limiter may be pending; beyond that,
+// decisions go straight to the policy, so goroutines do not pile up during
+// an outage. On a *redis.Client, *redis.ClusterClient or *redis.Ring with
+// ContextTimeoutEnabled, the call runs on the caller's goroutine under the
+// deadline. go-redis's retries (MaxRetries, 3 by default) happen within the
+// timeout; with a short timeout they rarely fit, and MaxRetries -1 saves
+// their back-off.
+//
+// A circuit breaker keeps an outage from costing a timeout per decision:
+// after 5 failed calls in a row, decisions go straight to the policy
+// without touching the network ([ErrCircuitOpen]) for 500ms; then one
+// probe call goes to Redis, and its success closes the breaker (its failure
+// opens it for another 500ms). Redis answering about one call (an error
+// reply such as WRONGTYPE, or a reply that breaks the script contract) is
+// not a failure of Redis and does not count.
+//
+// What a decision returns when Redis fails (an error from the connection or
+// the pool, [ErrTimeout], [ErrCircuitOpen], an error reply, a malformed
+// reply) is set by [WithFailurePolicy]:
+//
+//	policy      Allow returns                                   within
+//	FailError   the zero Result and the error (the default)     the timeout
+//	FailOpen    Allowed, Remaining = Limit, Degraded; no error  the timeout
+//	FailClosed  denied, RetryAfter 500ms, Degraded; no error    the timeout
+//	FailLocal   the in-process decision, Degraded; no error     the timeout
+//
+// and, while the breaker is open, at once. [Limiter.Peek] follows the same
+// policy; [Limiter.Reset] always returns its error. A decision the policy
+// made has [Result.Degraded] set, and every Redis error, whether the policy
+// covers it or not, goes to the function set with [WithOnError] (a
+// log/slog call fits) before the decision returns. The policy never covers
+// bad input ([ErrEmptyKey], [ErrInvalidCost], [ErrCostExceedsLimit], …),
+// which is always returned, nor a caller's context that was cancelled or
+// passed its deadline: the context's error is returned, wrapped, and
+// OnError is not called.
+//
+// [FailLocal] decides with the same algorithm in this process's memory, with
+// the capacity divided by [WithLocalInstances] (the number of processes
+// sharing the limit, 1 by default) so that the processes together stay near
+// the limit. Local state starts empty at the first failure: units consumed
+// in Redis before it are not known locally. A cost above the local share is
+// denied with RetryAfter of a full period. [NewLocal] gives the in-process
+// limiter on its own, without Redis. An algorithm defined elsewhere takes
+// part by implementing [LocalAlgorithm].
+//
+// Recovery needs nothing from the caller: once Redis answers a probe,
+// decisions come from Redis again. After a restart or a SCRIPT FLUSH the
+// script is sent again with EVAL on the first NOSCRIPT, costing one extra
+// round trip, never an error. [New] never contacts Redis, so a limiter can
+// be built while Redis is down; scripts are not preloaded.
+//
 // # Concurrency
 //
 // A [Limiter] is safe for concurrent use by multiple goroutines, and any
