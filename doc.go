@@ -105,7 +105,9 @@
 // decisions go straight to the policy, so goroutines do not pile up during
 // an outage. On a *redis.Client, *redis.ClusterClient or *redis.Ring with
 // ContextTimeoutEnabled, the call runs on the caller's goroutine under the
-// deadline. go-redis's retries (MaxRetries, 3 by default) happen within the
+// deadline, which saves the hand-off to a worker (two goroutine wake-ups,
+// some 20µs a call on a small virtual machine): set it where latency
+// matters. go-redis's retries (MaxRetries, 3 by default) happen within the
 // timeout; with a short timeout they rarely fit, and MaxRetries -1 saves
 // their back-off.
 //

@@ -6,19 +6,46 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redislimit/redislimit"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
-// BenchmarkAllowHealthy measures one decision on a healthy redis-server
-// with a default client: the path every call takes while Redis is up.
+// BenchmarkAllowHealthy measures one decision on a healthy redis-server:
+// the path every call takes while Redis is up, on a client with default
+// options (the call runs on a worker, bounded by the timeout) and on one
+// with ContextTimeoutEnabled (the call runs on the caller's goroutine).
 func BenchmarkAllowHealthy(b *testing.B) {
 	s := redistest.Start(b)
-	c := s.Client()
-	lim, err := redislimit.New(c, redislimit.FixedWindow(1<<40, time.Hour), redislimit.WithPrefix(testPrefix(b)))
+	for _, bc := range []struct {
+		name string
+		opt  func(*redis.Options)
+	}{
+		{"default-client", func(*redis.Options) {}},
+		{"context-timeout-client", func(o *redis.Options) { o.ContextTimeoutEnabled = true }},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c := s.Client(bc.opt)
+			lim, err := redislimit.New(c, redislimit.FixedWindow(1<<40, time.Hour), redislimit.WithPrefix(testPrefix(b)))
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchAllow(b, lim)
+		})
+	}
+}
+
+// BenchmarkAllowLocal measures one decision of the in-process limiter.
+func BenchmarkAllowLocal(b *testing.B) {
+	lim, err := redislimit.NewLocal(redislimit.FixedWindow(1<<40, time.Hour))
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchAllow(b, lim)
+}
+
+func benchAllow(b *testing.B, lim *redislimit.Limiter) {
 	ctx := context.Background()
 	keys := make([]string, 64)
 	for i := range keys {
@@ -31,7 +58,7 @@ func BenchmarkAllowHealthy(b *testing.B) {
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		r, err := lim.Allow(ctx, keys[i%len(keys)])
-		if err != nil || !r.Allowed {
+		if err != nil || !r.Allowed || r.Degraded {
 			b.Fatalf("Allow = %+v, %v", r, err)
 		}
 	}
