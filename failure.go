@@ -268,7 +268,13 @@ func newCall() *call {
 
 func (c *call) Deadline() (time.Time, bool) { return c.dl, true }
 func (c *call) Done() <-chan struct{}       { return c.done }
-func (c *call) Value(key any) any           { return c.parent.Value(key) }
+
+func (c *call) Value(key any) any {
+	if c.parent == nil { // recycled: whoever still asks gets nothing
+		return nil
+	}
+	return c.parent.Value(key)
+}
 
 func (c *call) Err() error {
 	c.mu.Lock()
