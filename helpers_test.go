@@ -127,11 +127,16 @@ type limiterBackend struct {
 }
 
 // limiterBackends runs f as a subtest on every backend: miniredis, a real
-// redis-server and the in-process limiter.
+// redis-server, a real three-master Redis Cluster and the in-process
+// limiter.
 func limiterBackends(t *testing.T, f func(t *testing.T, b limiterBackend)) {
 	t.Helper()
 	redistest.ForEach(t, func(t *testing.T, rb redistest.Backend) {
 		f(t, limiterBackend{name: rb.Name, client: func(t *testing.T) redis.UniversalClient { return rb.Client(t) }})
+	})
+	t.Run("redis-cluster", func(t *testing.T) {
+		cl := redistest.StartCluster(t, 3, 0)
+		f(t, limiterBackend{name: "redis-cluster", client: func(t *testing.T) redis.UniversalClient { return cl.Client() }})
 	})
 	t.Run("in-process", func(t *testing.T) { f(t, limiterBackend{name: "in-process"}) })
 }
@@ -233,9 +238,27 @@ func testPrefix(t testing.TB) string {
 }
 
 // keysUnder returns how many keys start with the running test's prefix.
+// On a cluster it counts the keys of every master.
 func keysUnder(t testing.TB, c redis.Cmdable) int {
 	t.Helper()
-	keys, err := c.Keys(context.Background(), testPrefix(t)+"*").Result()
+	ctx := context.Background()
+	pattern := testPrefix(t) + "*"
+	if cc, ok := c.(*redis.ClusterClient); ok {
+		var mu sync.Mutex
+		n := 0
+		err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+			keys, err := m.Keys(ctx, pattern).Result()
+			mu.Lock()
+			n += len(keys)
+			mu.Unlock()
+			return err
+		})
+		if err != nil {
+			t.Fatalf("KEYS on every master: %v", err)
+		}
+		return n
+	}
+	keys, err := c.Keys(ctx, pattern).Result()
 	if err != nil {
 		t.Fatalf("KEYS: %v", err)
 	}
