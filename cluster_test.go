@@ -84,12 +84,19 @@ func TestClusterLimitsHoldOnEveryShard(t *testing.T) {
 
 // When a master dies under load, its replica takes over; decisions on its
 // keys come back by themselves (the new master has no scripts cached:
-// EVALSHA falls back to EVAL), and no shard admits more than the limit.
+// EVALSHA falls back to EVAL), decisions during the gap follow the failure
+// policy with every error reported, and no shard admits more than the
+// limit.
 func TestClusterFailover(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 1)
 	ctx := context.Background()
 	const limit = 50
-	lim, err := redislimit.New(clusterClient(cl), redislimit.SlidingLog(limit, time.Hour), redislimit.WithPrefix(testPrefix(t)))
+	var reported atomic.Int64
+	lim, err := redislimit.New(clusterClient(cl), redislimit.SlidingLog(limit, time.Hour),
+		redislimit.WithPrefix(testPrefix(t)),
+		redislimit.WithFailurePolicy(redislimit.FailClosed),
+		redislimit.WithTimeout(time.Second),
+		redislimit.WithOnError(func(context.Context, error) { reported.Add(1) }))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -110,7 +117,8 @@ func TestClusterFailover(t *testing.T) {
 	var (
 		mu          sync.Mutex
 		admitted    = map[string]int{}
-		failures    int
+		failures    int // degraded decisions: denied by the policy
+		errs        int
 		firstFail   time.Time
 		lastFail    time.Time
 		recoveredAt time.Time
@@ -129,13 +137,19 @@ func TestClusterFailover(t *testing.T) {
 			r, err := lim.Allow(ctx, k)
 			now := time.Now()
 			mu.Lock()
-			if err != nil {
+			switch {
+			case err != nil:
+				errs++
+			case r.Degraded:
 				failures++
+				if r.Allowed {
+					t.Errorf("FailClosed allowed a call without Redis: %+v", r)
+				}
 				if firstFail.IsZero() {
 					firstFail = now
 				}
 				lastFail = now
-			} else if r.Allowed {
+			case r.Allowed:
 				admitted[k]++
 			}
 			mu.Unlock()
@@ -156,7 +170,7 @@ func TestClusterFailover(t *testing.T) {
 	// Decisions on the victim's keys must come back by themselves.
 	deadline := time.Now().Add(15 * time.Second)
 	for time.Now().Before(deadline) {
-		if _, err := lim.Peek(ctx, victimKeys[0]); err == nil {
+		if r, err := lim.Peek(ctx, victimKeys[0]); err == nil && !r.Degraded {
 			recoveredAt = time.Now()
 			break
 		}
@@ -169,12 +183,21 @@ func TestClusterFailover(t *testing.T) {
 		t.Fatalf("decisions on the failed shard did not resume within 15 s of the failover")
 	}
 	for _, k := range victimKeys {
-		if _, err := lim.Allow(ctx, k); err != nil {
-			t.Errorf("Allow on the promoted master: %v", err)
+		if r, err := lim.Allow(ctx, k); err != nil || r.Degraded {
+			t.Errorf("Allow on the promoted master = %+v, %v; want a decision from Redis", r, err)
 		}
 	}
 	mu.Lock()
 	defer mu.Unlock()
+	if errs != 0 {
+		t.Errorf("%d errors returned under FailClosed, want none", errs)
+	}
+	if failures == 0 {
+		t.Error("no degraded decisions: the failover went unnoticed, so this test proves nothing")
+	}
+	if got := reported.Load(); got < int64(failures) {
+		t.Errorf("OnError saw %d errors for %d degraded decisions", got, failures)
+	}
 	for _, k := range otherKeys {
 		if admitted[k]+1 > limit { // +1 for the warm-up call
 			t.Errorf("key %q on an untouched shard: %d admitted, limit %d", k, admitted[k]+1, limit)
