@@ -67,6 +67,35 @@
 // it alone picks the key's slot. Any byte string of 1 to [MaxKeyLen] bytes
 // is a valid key. Limiters with different parameters of the same algorithm
 // share state when they share a prefix: give each its own [WithPrefix].
+// With [WithHashedKeys], K is replaced by a keyed hash of it, 32 hex digits.
+//
+// # Redis Cluster
+//
+// Every decision touches one key, so a Limiter runs on a
+// *redis.ClusterClient as it does on one node: no CROSSSLOT errors, and no
+// script loading to do, as each node gets the script on its first call
+// (EVALSHA, then EVAL on NOSCRIPT), a newly promoted replica included.
+//
+// A key's slot is CRC16 of the text between the first '{' of the Redis key
+// and the next '}': the user key K (or its part before a '}' it holds). So
+// every limiter on the same user key, whatever its algorithm or prefix,
+// lands on the same slot and shard, and different user keys spread over
+// the shards. To keep limits on one shard on purpose, give them the same
+// user key under different prefixes.
+//
+// Where user keys come from clients, an attacker can choose keys that share
+// a slot (CRC16 is no secret) and pile the load of many keys onto one
+// shard; [WithHashedKeys] with a secret stops that, and bounds the memory a
+// long key costs.
+//
+// Replication in Redis is asynchronous: when a master fails, the writes of
+// its last moments may not have reached the replica that replaces it, so a
+// key on that shard may admit those few calls again. While a slot has no
+// master, calls on it fail and follow [WithFailurePolicy]. go-redis learns
+// of the new master from a MOVED reply or a periodic reload of its slot
+// map; a killed master sends no MOVED, so set
+// redis.ClusterOptions.ClusterStateReloadInterval to a second or less, or
+// decisions on that shard keep failing until the default 60 s reload.
 //
 // # Writing an algorithm
 //
