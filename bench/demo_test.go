@@ -84,7 +84,7 @@ func (h dropAfterFirst) ProcessPipelineHook(next redis.ProcessPipelineHook) redi
 // hook.
 func faultyClient(t *testing.T) *redis.Client {
 	t.Helper()
-	c := target.Client(t, nil, 4)
+	c := target.Client(t, nil, 4, nil)
 	c.AddHook(dropAfterFirst{})
 	return c
 }
@@ -318,7 +318,7 @@ func TestLimitAcrossServers(t *testing.T) {
 			allow := make([]func() (bool, error), servers)
 			for i := range allow {
 				// Each app server has its own client and limiter.
-				l, err := redislimit.New(target.Client(t, nil, 4), a.alg, redislimit.WithPrefix(prefix))
+				l, err := redislimit.New(target.Client(t, nil, 4, nil), a.alg, redislimit.WithPrefix(prefix))
 				if err != nil {
 					t.Fatal(err)
 				}

@@ -320,7 +320,7 @@ func source() string {
 		return desc
 	}
 	var dirty []string
-	for _, line := range strings.Split(strings.TrimSpace(string(status)), "\n") {
+	for _, line := range strings.Split(strings.TrimRight(string(status), "\n"), "\n") {
 		if len(line) > 3 {
 			dirty = append(dirty, line[3:])
 		}

@@ -26,6 +26,8 @@ type Decide func(ctx context.Context, key string) (allowed bool, err error)
 type Subject struct {
 	// Bind returns the operation bound to a client made for one benchmark.
 	Bind func(c *redis.Client) (Decide, error)
+	// Options, when non-nil, adjusts the options of that client.
+	Options func(*redis.Options)
 	// Prepare, when non-nil, runs on each key before the timer starts (for
 	// example, to saturate it).
 	Prepare func(ctx context.Context, d Decide, key string) error
@@ -47,7 +49,7 @@ func Run(b *testing.B, t *Target, s Subject) {
 func bind(b *testing.B, t *Target, s Subject, poolSize int) (Decide, *redis.Client, *Counter) {
 	b.Helper()
 	ctr := new(Counter)
-	c := t.Client(b, ctr, poolSize)
+	c := t.Client(b, ctr, poolSize, s.Options)
 	d, err := s.Bind(c)
 	if err != nil {
 		b.Fatal(err)

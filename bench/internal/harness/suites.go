@@ -1,6 +1,10 @@
 package harness
 
-import "testing"
+import (
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+)
 
 // Floors runs the floor benchmarks: "ping" and "evalsha-return-1".
 func Floors(b *testing.B, t *Target) {
@@ -22,6 +26,13 @@ func Limiters(b *testing.B, t *Target) {
 		b.Run(a.Name+"/allowed", func(b *testing.B) { Run(b, t, a.Allowed()) })
 		b.Run(a.Name+"/saturated", func(b *testing.B) { Run(b, t, a.Saturated()) })
 	}
+	// The same decision on a client that bounds socket reads by context
+	// deadlines, which the limiter calls inline instead of on a worker
+	// goroutine: the difference is what the timeout machinery costs.
+	fw := Algorithms()[0]
+	inline := fw.Allowed()
+	inline.Options = func(o *redis.Options) { o.ContextTimeoutEnabled = true }
+	b.Run(fw.Name+"/allowed-ctx-timeout-client", func(b *testing.B) { Run(b, t, inline) })
 }
 
 // LimiterMemory runs [KeyMemory] for each of redislimit's algorithms.

@@ -165,11 +165,16 @@ func (t *Target) Close() {
 	}
 }
 
-// Client returns a client for the target that counts what it sends in ctr,
-// with room for poolSize connections, closed when tb ends.
-func (t *Target) Client(tb testing.TB, ctr *Counter, poolSize int) *redis.Client {
+// Client returns a client for the target that counts what it sends in ctr
+// (when not nil), with room for poolSize connections, closed when tb ends.
+// A non-nil opts adjusts the options first.
+func (t *Target) Client(tb testing.TB, ctr *Counter, poolSize int, opts func(*redis.Options)) *redis.Client {
 	tb.Helper()
-	c := redis.NewClient(&redis.Options{Addr: t.Addr, PoolSize: poolSize})
+	o := &redis.Options{Addr: t.Addr, PoolSize: poolSize}
+	if opts != nil {
+		opts(o)
+	}
+	c := redis.NewClient(o)
 	if ctr != nil {
 		c.AddHook(ctr)
 	}
