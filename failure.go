@@ -228,76 +228,34 @@ const (
 	callAbandoned
 )
 
-// A call is one script call to Redis, bounded by a deadline. It is also the
-// context.Context the script runs with: its deadline bounds go-redis's
-// dials, pool waits and retries (and socket reads, on clients that honour
-// context deadlines), and it is done when the deadline passes or the
-// caller's context ends. Calls are recycled through callPool, so that a
-// decision allocates no context, channel or timer of its own; a call whose
-// context was done is never recycled, since go-redis or the timer may still
-// hold it.
+// A call is one script call to Redis made on a worker goroutine, for
+// clients that do not bound socket reads by a context's deadline: the
+// caller stops waiting at the deadline while the worker finishes the call,
+// bounded by go-redis's own socket timeouts. The caller and the worker
+// agree through state on who owns the call once it is over: the caller
+// when the call finished in time (it reads the outcome and recycles the
+// call), the worker when the caller gave up (it drops the outcome). A call
+// is only ever referenced by those two, never by go-redis, so recycling it
+// is safe.
 type call struct {
 	l      *Limiter
+	ctx    context.Context // the deadline-bounded context the script runs with
 	script *redis.Script
-	parent context.Context
-	dl     time.Time
 	keys   [1]string
 	args   []any
 
-	timer    *time.Timer   // runs expire at dl
-	onParent func()        // c.parentDone, bound once
-	done     chan struct{} // closed with cerr set
-	mu       sync.Mutex    // guards cerr and the closing of done
-	cerr     error
-
 	state atomic.Int32  // callRunning, callFinished or callAbandoned
-	ready chan struct{} // receives one value when the worker finishes
+	ready chan struct{} // receives one value when the worker finishes in time
 	reply any
 	err   error
 }
 
-var callPool sync.Pool
-
-func newCall() *call {
-	c := &call{done: make(chan struct{}), ready: make(chan struct{}, 1)}
-	c.timer = time.AfterFunc(time.Hour, c.expire)
-	c.timer.Stop()
-	c.onParent = c.parentDone
-	return c
-}
-
-func (c *call) Deadline() (time.Time, bool) { return c.dl, true }
-func (c *call) Done() <-chan struct{}       { return c.done }
-
-func (c *call) Value(key any) any {
-	if c.parent == nil { // recycled: whoever still asks gets nothing
-		return nil
-	}
-	return c.parent.Value(key)
-}
-
-func (c *call) Err() error {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cerr
-}
-
-func (c *call) cancel(err error) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.cerr == nil {
-		c.cerr = err
-		close(c.done)
-	}
-}
-
-func (c *call) expire()     { c.cancel(context.DeadlineExceeded) }
-func (c *call) parentDone() { c.cancel(context.Cause(c.parent)) }
+var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
 
 // run makes the call and hands the outcome to the waiting caller, or, if
 // the caller gave up, drops it.
 func (c *call) run() {
-	c.reply, c.err = c.script.Run(c, c.l.client, c.keys[:], c.args...).Result()
+	c.reply, c.err = c.script.Run(c.ctx, c.l.client, c.keys[:], c.args...).Result()
 	if c.state.CompareAndSwap(callRunning, callFinished) {
 		c.ready <- struct{}{}
 		return
@@ -305,12 +263,9 @@ func (c *call) run() {
 	c.l.abandoned.Add(-1)
 }
 
-// recycle returns c to callPool unless its context was done.
+// recycle returns c, finished and read, to callPool.
 func (c *call) recycle() {
-	if !c.timer.Stop() || c.Err() != nil {
-		return
-	}
-	c.l, c.script, c.parent, c.keys[0], c.reply, c.err = nil, nil, nil, "", nil, nil
+	c.l, c.ctx, c.script, c.keys[0], c.reply, c.err = nil, nil, nil, "", nil, nil
 	clear(c.args)
 	c.args = c.args[:0]
 	c.state.Store(callRunning)
@@ -347,9 +302,9 @@ func worker(c *call) {
 }
 
 // callRedis runs script on key with args within the limiter's timeout, and
-// keeps the circuit breaker up to date. args is copied. It returns the
-// caller's context error when that context ended, an error wrapping
-// [ErrCircuitOpen] or [ErrTimeout], or the script's reply and error.
+// keeps the circuit breaker up to date. It returns the caller's context
+// error when that context ended, an error wrapping [ErrCircuitOpen] or
+// [ErrTimeout], or the script's reply and error.
 func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key string, args []any) (any, error) {
 	ok, probe := l.breaker.allow()
 	if !ok {
@@ -359,66 +314,52 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		l.breaker.release(probe)
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	c, _ := callPool.Get().(*call)
-	if c == nil {
-		c = newCall()
-	}
-	c.l, c.script, c.parent = l, script, ctx
-	c.keys[0] = l.redisKey(key)
-	c.args = append(c.args, args...)
-	c.dl = time.Now().Add(l.timeout)
-	c.timer.Reset(l.timeout)
+	// The deadline bounds go-redis's pool waits, dials and retries, and, on
+	// clients that honour it, socket reads. A caller's earlier deadline
+	// wins.
+	deadline := time.Now().Add(l.timeout)
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	rkey := l.redisKey(key)
 
 	var reply any
 	var err error
 	if l.inline {
-		var stop func() bool
-		if ctx.Done() != nil {
-			stop = context.AfterFunc(ctx, c.onParent)
-		}
-		reply, err = c.script.Run(c, l.client, c.keys[:], c.args...).Result()
-		if stop != nil {
-			stop()
-		}
+		reply, err = script.Run(cctx, l.client, []string{rkey}, args...).Result()
 	} else {
+		c := callPool.Get().(*call)
+		c.l, c.ctx, c.script = l, cctx, script
+		c.keys[0] = rkey
+		c.args = append(c.args, args...)
 		dispatch(c)
-		got := false
 		select {
 		case <-c.ready:
-			got = true
-		case <-c.done:
-		case <-ctx.Done():
-			c.cancel(context.Cause(ctx))
-		}
-		switch {
-		case got:
-		case c.state.CompareAndSwap(callRunning, callAbandoned):
-			// The worker finishes on its own, bounded by c's deadline and
-			// go-redis's socket timeouts, and then drops its outcome.
-			l.abandoned.Add(1)
-			err = context.DeadlineExceeded
-		default: // finished meanwhile: its outcome is on its way
-			<-c.ready
-			got = true
-		}
-		if got {
 			reply, err = c.reply, c.err
+			c.recycle()
+		case <-cctx.Done():
+			if c.state.CompareAndSwap(callRunning, callAbandoned) {
+				// The worker finishes on its own, bounded by go-redis's
+				// socket timeouts, and then drops the outcome.
+				l.abandoned.Add(1)
+				err = cctx.Err()
+			} else { // finished meanwhile: its outcome is on its way
+				<-c.ready
+				reply, err = c.reply, c.err
+				c.recycle()
+			}
 		}
 	}
-	timedOut := c.Err() == context.DeadlineExceeded
 	if err == nil {
-		c.recycle()
 		l.breaker.success()
 		return reply, nil
 	}
-	c.recycle()
 	switch {
 	case ctx.Err() != nil:
 		l.breaker.release(probe)
 		return nil, ctx.Err()
-	case timedOut:
+	case !time.Now().Before(deadline):
 		l.breaker.failure(probe)
-		if err == context.DeadlineExceeded {
+		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
 		}
 		return nil, fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)

@@ -19,6 +19,19 @@ import (
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
+// clientKinds are the two ways a limiter calls Redis: on a client built
+// with default options (the call runs on a worker goroutine, so that a
+// stalled socket read cannot hold the caller), and on one that bounds
+// socket reads by the context's deadline (the call runs on the caller's
+// goroutine).
+var clientKinds = []struct {
+	name string
+	opts []func(*redis.Options)
+}{
+	{"default-client", nil},
+	{"context-timeout-client", []func(*redis.Options){func(o *redis.Options) { o.ContextTimeoutEnabled = true }}},
+}
+
 // margin is how much later than its timeout a decision may return on a
 // loaded test machine.
 const margin = 300 * time.Millisecond
@@ -421,64 +434,66 @@ func TestFaults(t *testing.T) {
 		{"restarted", redislimit.FailError, func(s *redistest.Server, _ *faultproxy.Proxy) { s.Stop() }, func(s *redistest.Server, _ *faultproxy.Proxy) { s.Restart() }},
 	}
 	for _, f := range faults {
-		t.Run(f.name, func(t *testing.T) {
-			t.Cleanup(leakcheck.Goroutines(t))
-			s := redistest.Start(t)
-			p := faultproxy.Start(t, s.Addr())
-			c := redistest.NewClient(t, p.Addr()) // default options
-			var log errLog
-			lim, err := redislimit.New(c, redislimit.FixedWindow(1<<30, time.Hour), redislimit.WithTimeout(timeout),
-				redislimit.WithFailurePolicy(f.policy), redislimit.WithOnError(log.onError), redislimit.WithPrefix(testPrefix(t)))
-			if err != nil {
-				t.Fatal(err)
-			}
-			baseG := runtime.NumGoroutine()
-			ld := startLoad(t, lim, workers)
-			time.Sleep(300 * time.Millisecond)
-			if st := ld.phase(); st.errs != 0 || st.degraded != 0 || st.calls == 0 {
-				t.Fatalf("healthy phase: %+v", st)
-			}
+		for _, ck := range clientKinds {
+			t.Run(f.name+"/"+ck.name, func(t *testing.T) {
+				t.Cleanup(leakcheck.Goroutines(t))
+				s := redistest.Start(t)
+				p := faultproxy.Start(t, s.Addr())
+				c := redistest.NewClient(t, p.Addr(), ck.opts...)
+				var log errLog
+				lim, err := redislimit.New(c, redislimit.FixedWindow(1<<30, time.Hour), redislimit.WithTimeout(timeout),
+					redislimit.WithFailurePolicy(f.policy), redislimit.WithOnError(log.onError), redislimit.WithPrefix(testPrefix(t)))
+				if err != nil {
+					t.Fatal(err)
+				}
+				baseG := runtime.NumGoroutine()
+				ld := startLoad(t, lim, workers)
+				time.Sleep(300 * time.Millisecond)
+				if st := ld.phase(); st.errs != 0 || st.degraded != 0 || st.calls == 0 {
+					t.Fatalf("healthy phase: %+v", st)
+				}
 
-			f.break_(s, p)
-			maxG := 0
-			for i := 0; i < 30; i++ {
-				time.Sleep(50 * time.Millisecond)
-				maxG = max(maxG, runtime.NumGoroutine())
-			}
-			st := ld.phase()
-			t.Logf("%s, %v: %d decisions, %d degraded, %d errors, worst %v; goroutines %d → at most %d",
-				f.name, f.policy, st.calls, st.degraded, st.errs, st.worst, baseG, maxG)
-			if st.worst > timeout+margin {
-				t.Errorf("a decision took %v, want at most %v + %v", st.worst, timeout, margin)
-			}
-			if st.degraded+st.errs == 0 {
-				t.Errorf("no failed decision during the fault: %+v", st)
-			}
-			if f.policy == redislimit.FailError && st.degraded != 0 || f.policy != redislimit.FailError && st.errs != 0 {
-				t.Errorf("%v: %d degraded decisions and %d errors (last %v)", f.policy, st.degraded, st.errs, st.lastErr)
-			}
-			// The load's workers and one call each, at most MaxAbandoned
-			// abandoned calls, and 5 goroutines per proxied connection for
-			// at most a pool's worth (20) of connections, plus slack.
-			if limit := baseG + 2*workers + redislimit.MaxAbandoned + 5*20 + 50; maxG > limit {
-				t.Errorf("%d goroutines during the fault, want at most %d", maxG, limit)
-			}
+				f.break_(s, p)
+				maxG := 0
+				for i := 0; i < 30; i++ {
+					time.Sleep(50 * time.Millisecond)
+					maxG = max(maxG, runtime.NumGoroutine())
+				}
+				st := ld.phase()
+				t.Logf("%s, %v: %d decisions, %d degraded, %d errors, worst %v; goroutines %d → at most %d",
+					f.name, f.policy, st.calls, st.degraded, st.errs, st.worst, baseG, maxG)
+				if st.worst > timeout+margin {
+					t.Errorf("a decision took %v, want at most %v + %v", st.worst, timeout, margin)
+				}
+				if st.degraded+st.errs == 0 {
+					t.Errorf("no failed decision during the fault: %+v", st)
+				}
+				if f.policy == redislimit.FailError && st.degraded != 0 || f.policy != redislimit.FailError && st.errs != 0 {
+					t.Errorf("%v: %d degraded decisions and %d errors (last %v)", f.policy, st.degraded, st.errs, st.lastErr)
+				}
+				// The load's workers and one call each, at most MaxAbandoned
+				// abandoned calls, and 5 goroutines per proxied connection for
+				// at most a pool's worth (20) of connections, plus slack.
+				if limit := baseG + 2*workers + redislimit.MaxAbandoned + 5*20 + 50; maxG > limit {
+					t.Errorf("%d goroutines during the fault, want at most %d", maxG, limit)
+				}
 
-			f.heal(s, p)
-			back := waitHealthy(t, lim)
-			t.Logf("%s: decisions from Redis again %v after healing", f.name, back)
-			ld.phase()
-			time.Sleep(300 * time.Millisecond)
-			if st := ld.phase(); st.errs != 0 || st.degraded != 0 {
-				t.Errorf("after recovery: %+v", st)
-			}
-			ld.close()
-			// Every failed decision, and every failed probe of waitHealthy,
-			// reached OnError; none was lost or counted twice.
-			if n, failed := int64(log.count()), ld.total.degraded+ld.total.errs; n < failed || n > failed+int64(back/(10*time.Millisecond))+1 {
-				t.Errorf("OnError called %d times for %d failed decisions under load", n, failed)
-			}
-		})
+				f.heal(s, p)
+				back := waitHealthy(t, lim)
+				t.Logf("%s: decisions from Redis again %v after healing", f.name, back)
+				ld.phase()
+				time.Sleep(300 * time.Millisecond)
+				if st := ld.phase(); st.errs != 0 || st.degraded != 0 {
+					t.Errorf("after recovery: %+v", st)
+				}
+				ld.close()
+				// Every failed decision, and every failed probe of waitHealthy,
+				// reached OnError; none was lost or counted twice.
+				if n, failed := int64(log.count()), ld.total.degraded+ld.total.errs; n < failed || n > failed+int64(back/(10*time.Millisecond))+1 {
+					t.Errorf("OnError called %d times for %d failed decisions under load", n, failed)
+				}
+			})
+		}
 	}
 }
 
@@ -512,5 +527,93 @@ func TestScriptFlushAndFlushAllUnderLoad(t *testing.T) {
 	t.Logf("%d decisions with SCRIPT FLUSH and FLUSHALL every 50ms: worst %v", st.calls, st.worst)
 	if st.errs != 0 || st.degraded != 0 || log.count() != 0 || st.calls == 0 {
 		t.Errorf("%+v, OnError called %d times; want no error", st, log.count())
+	}
+}
+
+// Callers cancelling their contexts while calls are in flight get their
+// context's error or a decision, on both kinds of client: never a panic,
+// a race, or a call that outlives its caller by more than go-redis's own
+// timeouts.
+func TestCancelMidCall(t *testing.T) {
+	for _, ck := range clientKinds {
+		t.Run(ck.name, func(t *testing.T) {
+			t.Cleanup(leakcheck.Goroutines(t))
+			s := redistest.Start(t)
+			c := redistest.NewClient(t, s.Addr(), ck.opts...)
+			lim, err := redislimit.New(c, redislimit.TokenBucket(1_000_000, time.Second, 1_000_000), redislimit.WithPrefix(testPrefix(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var wg sync.WaitGroup
+			var cancelled, decided atomic.Int64
+			for w := 0; w < 16; w++ {
+				wg.Add(1)
+				go func(w int) {
+					defer wg.Done()
+					for i := 0; i < 150; i++ {
+						ctx, cancel := context.WithCancel(context.Background())
+						time.AfterFunc(time.Duration((w*7+i*13)%80)*time.Microsecond, cancel)
+						r, err := lim.Allow(ctx, "k"+strconv.Itoa(i%8))
+						switch {
+						case err == nil:
+							if !r.Allowed {
+								t.Errorf("denied under a limit never reached: %+v", r)
+							}
+							decided.Add(1)
+						case errors.Is(err, context.Canceled):
+							cancelled.Add(1)
+						default:
+							t.Errorf("Allow: %v, want a decision or context.Canceled", err)
+						}
+						cancel()
+					}
+				}(w)
+			}
+			wg.Wait()
+			t.Logf("%d decided, %d cancelled", decided.Load(), cancelled.Load())
+			if cancelled.Load() == 0 {
+				t.Error("no call was cancelled in flight: the test proves nothing")
+			}
+		})
+	}
+}
+
+// On a stalled Redis, a decision returns at the earlier of the limiter's
+// timeout (with ErrTimeout) and the caller's deadline (with the caller's
+// error), on both kinds of client.
+func TestDeadlinesOnStalledRedis(t *testing.T) {
+	for _, ck := range clientKinds {
+		t.Run(ck.name, func(t *testing.T) {
+			s := redistest.Start(t)
+			p := faultproxy.Start(t, s.Addr())
+			opts := append([]func(*redis.Options){func(o *redis.Options) { o.MaxRetries = -1 }}, ck.opts...)
+			c := redistest.NewClient(t, p.Addr(), opts...)
+			const timeout = 300 * time.Millisecond
+			lim, err := redislimit.New(c, redislimit.FixedWindow(10, time.Minute), redislimit.WithTimeout(timeout), redislimit.WithPrefix(testPrefix(t)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			redislimit.SetBreaker(lim, 1000, time.Millisecond) // keep the breaker out of the way
+			ctx := context.Background()
+			if _, err := lim.Allow(ctx, "k"); err != nil {
+				t.Fatal(err)
+			}
+			p.Stall()
+			defer p.Heal()
+			for i := 0; i < 3; i++ {
+				start := time.Now()
+				_, err := lim.Allow(ctx, "k")
+				if took := time.Since(start); !errors.Is(err, redislimit.ErrTimeout) || took < timeout || took > timeout+margin {
+					t.Errorf("stalled, limiter timeout %v: Allow returned %v after %v; want ErrTimeout at the timeout", timeout, err, took)
+				}
+			}
+			dctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err = lim.Allow(dctx, "k")
+			if took := time.Since(start); !errors.Is(err, context.DeadlineExceeded) || errors.Is(err, redislimit.ErrTimeout) || took > 50*time.Millisecond+margin {
+				t.Errorf("stalled, caller deadline 50ms: Allow returned %v after %v; want the caller's DeadlineExceeded at 50ms", err, took)
+			}
+		})
 	}
 }
