@@ -58,9 +58,11 @@ func TestSteps(t *testing.T) {
 			{60 * s, 0, true, allowed(3, 3, 0)},
 		}},
 		{"TokenBucketFractionalInterval", redislimit.TokenBucket(3, s, 3), []step{
-			{0, 3, false, allowed(3, 0, 999999*time.Microsecond)},
-			{0, 1, false, denied(3, 0, 333333*time.Microsecond, 999999*time.Microsecond)},
-			{s / 3, 1, false, allowed(3, 0, 999999*time.Microsecond)}, // the clock passes whole µs
+			// 1s/3 is kept as 333334µs, rounded up: never faster than asked.
+			{0, 3, false, allowed(3, 0, 1000002*time.Microsecond)},
+			{0, 1, false, denied(3, 0, 333334*time.Microsecond, 1000002*time.Microsecond)},
+			{s / 3, 1, false, denied(3, 0, time.Microsecond, 666669*time.Microsecond)},
+			{time.Microsecond, 1, false, allowed(3, 0, 1000002*time.Microsecond)},
 		}},
 	}
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
@@ -152,6 +154,7 @@ func TestNewValidates(t *testing.T) {
 		{"tb zero burst", c, redislimit.TokenBucket(1, time.Second, 0), nil, redislimit.ErrInvalidConfig},
 		{"tb per under 1ms", c, redislimit.TokenBucket(1, time.Microsecond, 1), nil, redislimit.ErrInvalidConfig},
 		{"tb faster than 1/µs", c, redislimit.TokenBucket(2000, time.Millisecond, 1), nil, redislimit.ErrInvalidConfig},
+		{"tb interval not near whole µs", c, redislimit.TokenBucket(667, time.Millisecond, 1), nil, redislimit.ErrInvalidConfig},
 		{"tb burst takes over max", c, redislimit.TokenBucket(1, redislimit.MaxWindow, 2), nil, redislimit.ErrInvalidConfig},
 		{"prefix with brace", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithPrefix("a{b")}, redislimit.ErrInvalidConfig},
 		{"custom empty name", c, badAlg{name: "", limit: 1}, nil, redislimit.ErrInvalidConfig},
@@ -232,6 +235,100 @@ func TestMalformedReplies(t *testing.T) {
 		lim, _ := redislimit.New(c, badAlg{name: "bad", limit: 5, src: `return redis.error_reply('boom')`})
 		if _, err := lim.Allow(context.Background(), "k"); err == nil || errors.Is(err, redislimit.ErrMalformedReply) {
 			t.Errorf("script error: %v, want the Redis error", err)
+		}
+	})
+}
+
+// Over any period t a token bucket admits at most burst + rate×t/per, even
+// when per/rate is not a whole number of µs.
+func TestTokenBucketNeverExceedsItsRate(t *testing.T) {
+	const rate, burst = 3, 2
+	// 2.333…s per token. Keys expire by Redis's real clock while the fake
+	// clock runs far faster, so the periods are long enough that no key
+	// expires during the test.
+	per := 7 * time.Second
+	check := func(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake) {
+		ctx := context.Background()
+		admitted := 0
+		const span, step = 200 * time.Second, 100 * time.Millisecond
+		for el := time.Duration(0); el <= span; el += step {
+			r, err := lim.Allow(ctx, "k")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Allowed {
+				admitted++
+			}
+			clk.Advance(step)
+		}
+		bound := burst + int(rate*span/per)
+		if admitted > bound || admitted < bound-2 {
+			t.Errorf("admitted %d over %v, want at most %d (and close to it)", admitted, span, bound)
+		}
+	}
+	alg := redislimit.TokenBucket(rate, per, burst)
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		clk := clock.NewFake(epoch)
+		lim, _ := newLimiter(t, b, alg, clk)
+		check(t, lim, clk)
+	})
+	t.Run("in-process", func(t *testing.T) {
+		clk := clock.NewFake(epoch)
+		lim, err := redislimit.NewLocal(alg, redislimit.WithClock(clk.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		check(t, lim, clk)
+	})
+}
+
+// The same bound where per/rate is 100.5µs, kept as 101µs: rounding the
+// interval down instead would admit about 0.5% too many. In process only
+// (TestLocalMatchesScripts holds the scripts to the same arithmetic): on
+// Redis, keys this short-lived would expire by the real clock while the
+// fake one races ahead.
+func TestTokenBucketRoundsTheIntervalUp(t *testing.T) {
+	const rate, burst = 20, 5
+	per := 2010 * time.Microsecond
+	clk := clock.NewFake(epoch)
+	lim, err := redislimit.NewLocal(redislimit.TokenBucket(rate, per, burst), redislimit.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	admitted := 0
+	const span, step = 2 * time.Second, 10 * time.Microsecond
+	for el := time.Duration(0); el <= span; el += step {
+		if r, _ := lim.Allow(context.Background(), "k"); r.Allowed {
+			admitted++
+		}
+		clk.Advance(step)
+	}
+	if bound := burst + int(rate*span/per); admitted > bound || admitted < bound*99/100 {
+		t.Errorf("admitted %d over %v, want at most %d and within 1%% of it", admitted, span, bound)
+	}
+}
+
+// A client clock before 1970 (negative µs) still limits.
+func TestClockBefore1970(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		for _, ac := range algorithms() {
+			t.Run(ac.name, func(t *testing.T) {
+				clk := clock.NewFake(time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC))
+				lim, _ := newLimiter(t, b, ac.alg, clk)
+				admitted := 0
+				for i := 0; i < 8; i++ {
+					r, err := lim.Allow(context.Background(), "k")
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Allowed {
+						admitted++
+					}
+				}
+				if admitted != 5 {
+					t.Errorf("admitted %d of 8 with a 1960 clock, want 5", admitted)
+				}
+			})
 		}
 	})
 }

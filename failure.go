@@ -28,8 +28,8 @@ const (
 	// the limit, and the error is only passed to [WithOnError].
 	FailOpen
 	// FailClosed denies the call: Allowed is false, Degraded true, Remaining
-	// 0 and RetryAfter the circuit breaker's cool-down (500ms), after which
-	// Redis is tried again.
+	// 0, and RetryAfter and ResetAfter the circuit breaker's cool-down
+	// (500ms), after which Redis is tried again.
 	FailClosed
 	// FailLocal decides with an in-process limiter running the same
 	// algorithm in this process's memory, with the capacity divided by
@@ -89,8 +89,8 @@ const (
 
 // WithFailurePolicy sets what the limiter decides when Redis fails. The
 // default is [FailError]. A policy outside the declared constants makes
-// [New] return an error wrapping [ErrInvalidConfig]. [NewLocal] ignores it:
-// an in-process limiter does not fail.
+// [New] and [NewLocal] return an error wrapping [ErrInvalidConfig]; beyond
+// that check, an in-process limiter ignores it, as it does not fail.
 func WithFailurePolicy(p FailurePolicy) Option {
 	return func(l *Limiter) { l.policy = p }
 }
@@ -99,7 +99,8 @@ func WithFailurePolicy(p FailurePolicy) Option {
 // decision is made in process memory ([FailLocal] or [NewLocal]): the
 // capacity is divided by n, rounded down, and is at least 1 unit; a token
 // bucket's refill rate is divided by n too. The default is 1. An n below 1
-// makes [New] and [NewLocal] return an error wrapping [ErrInvalidConfig].
+// (or above 2^50) makes [New] and [NewLocal] return an error wrapping
+// [ErrInvalidConfig].
 func WithLocalInstances(n int) Option {
 	return func(l *Limiter) { l.instances = n }
 }

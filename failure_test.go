@@ -122,7 +122,7 @@ func TestFailurePolicies(t *testing.T) {
 	}{
 		{redislimit.FailError, 1, redislimit.Result{}, true},
 		{redislimit.FailOpen, 1, redislimit.Result{Allowed: true, Limit: 10, Remaining: 10, Degraded: true}, false},
-		{redislimit.FailClosed, 1, redislimit.Result{Limit: 10, RetryAfter: redislimit.BreakerCooldown, Degraded: true}, false},
+		{redislimit.FailClosed, 1, redislimit.Result{Limit: 10, RetryAfter: redislimit.BreakerCooldown, ResetAfter: redislimit.BreakerCooldown, Degraded: true}, false},
 		// 10 per minute over 2 instances: 5 per minute locally.
 		{redislimit.FailLocal, 1, redislimit.Result{Allowed: true, Limit: 5, Remaining: 4, ResetAfter: time.Minute, Degraded: true}, false},
 		{redislimit.FailLocal, 5, redislimit.Result{Allowed: true, Limit: 5, Remaining: 0, ResetAfter: time.Minute, Degraded: true}, false},

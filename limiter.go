@@ -123,7 +123,9 @@ func WithPrefix(prefix string) Option {
 // script, which keeps app servers with skewed clocks in agreement. Use it
 // where Redis refuses TIME in scripts, or with a fake clock in tests. Keys
 // still expire by Redis's clock, so now must advance at the real rate: only
-// its offset may differ. A nil now means time.Now.
+// its offset may differ. Times are passed in µs since 1970 and must lie
+// within about 285 years of it, where Lua's numbers hold them exactly. A
+// nil now means time.Now.
 func WithClock(now func() time.Time) Option {
 	return func(l *Limiter) {
 		if now == nil {
@@ -248,7 +250,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: prefix %q holds '{' or '}'", ErrInvalidConfig, l.prefix)
 	case l.policy < FailError || l.policy > FailLocal:
 		return nil, fmt.Errorf("%w: unknown failure policy %d", ErrInvalidConfig, int(l.policy))
-	case l.instances < 1:
+	case l.instances < 1 || l.instances > maxUnits:
 		return nil, fmt.Errorf("%w: %d local instances, want at least 1", ErrInvalidConfig, l.instances)
 	case l.timeout <= 0:
 		return nil, fmt.Errorf("%w: timeout %v, want more than 0", ErrInvalidConfig, l.timeout)
@@ -381,7 +383,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	case FailOpen:
 		return Result{Allowed: true, Limit: l.limit, Remaining: l.limit, Degraded: true}, nil
 	case FailClosed:
-		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, Degraded: true}, nil
+		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}, nil
 	case FailLocal:
 		return l.decideLocal(key, n, mode == argConsume, true), nil
 	}

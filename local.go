@@ -57,8 +57,9 @@ type LocalState interface {
 // alg must implement [LocalAlgorithm]; otherwise, or when alg or an option
 // is invalid, NewLocal returns [ErrNilAlgorithm] or an error wrapping
 // [ErrInvalidConfig]. [WithClock] sets the clock (default time.Now);
-// [WithPrefix], [WithTimeout], [WithFailurePolicy] and [WithOnError] have
-// no effect. [Result.Limit] and the largest cost are the divided capacity.
+// [WithPrefix], [WithHashedKeys], [WithTimeout], [WithFailurePolicy] and
+// [WithOnError] have no effect, though their values are still checked.
+// [Result.Limit] and the largest cost are the divided capacity.
 func NewLocal(alg Algorithm, opts ...Option) (*Limiter, error) {
 	return build(nil, alg, opts)
 }
@@ -212,9 +213,11 @@ func (s *fixedWindowState) ExpiresAt() int64 {
 // NewLocalState implements [LocalAlgorithm].
 func (a tokenBucket) NewLocalState(instances int) LocalState {
 	burst := localUnits(a.burst, instances)
-	interval := a.per.Microseconds() / int64(a.rate) * int64(instances)
-	if maxInterval := int64(MaxWindow/time.Microsecond) / burst; interval > maxInterval {
+	interval := a.interval()
+	if maxInterval := int64(MaxWindow/time.Microsecond) / burst; interval > maxInterval/int64(instances) {
 		interval = maxInterval
+	} else {
+		interval *= int64(instances)
 	}
 	return &tokenBucketState{burst: burst, interval: max(interval, 1)}
 }

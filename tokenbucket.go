@@ -18,10 +18,12 @@ var tokenBucketScript = redis.NewScript(tokenBucketLua)
 // above burst. A call of cost n takes n tokens. Over any period t it admits
 // at most burst + rate×t/per units.
 //
-// rate and burst must be at least 1, per at least a millisecond, the refill
-// interval per/rate at least a microsecond (it is kept in whole µs, rounded
-// down), and burst×per/rate at most [MaxWindow]; otherwise [New] returns an
-// error wrapping [ErrInvalidConfig]. State per key: one integer.
+// rate and burst must be at least 1, per at least a millisecond, and
+// burst×per/rate at most [MaxWindow]; otherwise [New] returns an error
+// wrapping [ErrInvalidConfig]. The refill interval per/rate is kept in
+// whole µs, rounded up, so the bucket never refills faster than asked; a
+// rate whose interval this would slow by more than 1% (above about 10,000
+// tokens a second) is refused too. State per key: one integer.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -46,12 +48,20 @@ func (a tokenBucket) Args() ([]any, error) {
 	if err := checkSpan("token bucket", "per", a.per); err != nil {
 		return nil, err
 	}
-	interval := a.per.Microseconds() / int64(a.rate)
-	if interval < 1 {
-		return nil, fmt.Errorf("%w: token bucket: rate %d per %v refills faster than one token per µs", ErrInvalidConfig, a.rate, a.per)
+	interval := a.interval()
+	if per := a.per.Microseconds(); (interval*int64(a.rate)-per)*100 > per {
+		return nil, fmt.Errorf("%w: token bucket: rate %d per %v needs a refill interval finer than whole µs", ErrInvalidConfig, a.rate, a.per)
 	}
 	if int64(a.burst) > int64(MaxWindow/time.Microsecond)/interval {
 		return nil, fmt.Errorf("%w: token bucket: burst %d takes longer than MaxWindow to refill", ErrInvalidConfig, a.burst)
 	}
 	return []any{a.burst, interval}, nil
+}
+
+// interval returns the refill interval, per/rate in whole µs rounded up,
+// so that the bucket never refills faster than configured. Args refuses
+// rates where the rounding would slow the refill by more than 1%.
+func (a tokenBucket) interval() int64 {
+	per := a.per.Microseconds()
+	return (per + int64(a.rate) - 1) / int64(a.rate)
 }

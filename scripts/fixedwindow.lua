@@ -36,7 +36,7 @@ local window = tonumber(ARGV[5])
 local wend, count, dirty = 0, 0, false
 local v = redis.call('GET', key)
 if v then
-  local e, c = string.match(v, '^(%d+) (%d+)$')
+  local e, c = string.match(v, '^(-?%d+) (%d+)$')
   if e then
     wend, count = tonumber(e), tonumber(c)
   else
