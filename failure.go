@@ -231,27 +231,32 @@ const (
 
 // A call is one script call to Redis made on a worker goroutine, for
 // clients that do not bound socket reads by a context's deadline: the
-// caller stops waiting at the deadline while the worker finishes the call,
-// bounded by go-redis's own socket timeouts. The caller and the worker
-// agree through state on who owns the call once it is over: the caller
-// when the call finished in time (it reads the outcome and recycles the
-// call), the worker when the caller gave up (it drops the outcome). A call
-// is only ever referenced by those two, never by go-redis, so recycling it
-// is safe.
+// caller stops waiting at the limiter's timeout while the worker finishes
+// the call, bounded by go-redis's own dial, pool and socket timeouts. The
+// caller and the worker agree through state on who owns the call once it
+// is over: the caller when the call finished in time (it reads the outcome
+// and recycles the call), the worker when the caller gave up (it drops the
+// outcome and the call). A call is referenced by those two alone, never by
+// go-redis, so recycling it is safe.
 type call struct {
 	l      *Limiter
-	ctx    context.Context // the deadline-bounded context the script runs with
+	ctx    context.Context // the caller's
 	script *redis.Script
 	keys   [1]string
 	args   []any
 
+	timer *time.Timer   // the caller's timeout; only the caller reads it
 	state atomic.Int32  // callRunning, callFinished or callAbandoned
 	ready chan struct{} // receives one value when the worker finishes in time
 	reply any
 	err   error
 }
 
-var callPool = sync.Pool{New: func() any { return &call{ready: make(chan struct{}, 1)} }}
+var callPool = sync.Pool{New: func() any {
+	t := time.NewTimer(time.Hour)
+	t.Stop()
+	return &call{ready: make(chan struct{}, 1), timer: t}
+}}
 
 // run makes the call and hands the outcome to the waiting caller, or, if
 // the caller gave up, drops it.
@@ -266,6 +271,7 @@ func (c *call) run() {
 
 // recycle returns c, finished and read, to callPool.
 func (c *call) recycle() {
+	c.timer.Stop()
 	c.l, c.ctx, c.script, c.keys[0], c.reply, c.err = nil, nil, nil, "", nil, nil
 	clear(c.args)
 	c.args = c.args[:0]
@@ -302,11 +308,12 @@ func worker(c *call) {
 	}
 }
 
-// callRedis runs script on key with args within the limiter's timeout, and
+// callRedis runs script on key, with the arguments of [Limiter.appendArgs],
+// within the limiter's timeout, and
 // keeps the circuit breaker up to date. It returns the caller's context
 // error when that context ended, an error wrapping [ErrCircuitOpen] or
 // [ErrTimeout], or the script's reply and error.
-func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key string, args []any) (any, error) {
+func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key string, n int, mode any) (any, error) {
 	ok, probe := l.breaker.allow()
 	if !ok {
 		return nil, ErrCircuitOpen
@@ -315,39 +322,47 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		l.breaker.release(probe)
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	// The deadline bounds go-redis's pool waits, dials and retries, and, on
-	// clients that honour it, socket reads. A caller's earlier deadline
-	// wins.
 	deadline := time.Now().Add(l.timeout)
-	cctx, cancel := context.WithDeadline(ctx, deadline)
-	defer cancel()
 	rkey := l.redisKey(key)
-
 	var reply any
 	var err error
 	if l.inline {
+		// The client bounds socket reads, dials and pool waits by the
+		// context's deadline; a caller's earlier deadline wins.
+		cctx := ctx
+		if d, ok := ctx.Deadline(); !ok || d.After(deadline) {
+			var cancel context.CancelFunc
+			cctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+		}
+		args := l.appendArgs(make([]any, 0, 3+len(l.args)), n, mode)
 		reply, err = script.Run(cctx, l.client, []string{rkey}, args...).Result()
 	} else {
 		c := callPool.Get().(*call)
-		c.l, c.ctx, c.script = l, cctx, script
+		c.l, c.ctx, c.script = l, ctx, script
 		c.keys[0] = rkey
-		c.args = append(c.args, args...)
+		c.args = l.appendArgs(c.args, n, mode)
+		c.timer.Reset(l.timeout)
 		dispatch(c)
+		finished := false
 		select {
 		case <-c.ready:
+			finished = true
+		case <-c.timer.C:
+		case <-ctx.Done():
+		}
+		if !finished && c.state.CompareAndSwap(callRunning, callAbandoned) {
+			// The timeout or the caller's context came first. The worker
+			// finishes on its own, bounded by go-redis's timeouts, and
+			// drops the call.
+			l.abandoned.Add(1)
+			err = context.DeadlineExceeded
+		} else {
+			if !finished { // it finished meanwhile: the outcome is on its way
+				<-c.ready
+			}
 			reply, err = c.reply, c.err
 			c.recycle()
-		case <-cctx.Done():
-			if c.state.CompareAndSwap(callRunning, callAbandoned) {
-				// The worker finishes on its own, bounded by go-redis's
-				// socket timeouts, and then drops the outcome.
-				l.abandoned.Add(1)
-				err = cctx.Err()
-			} else { // finished meanwhile: its outcome is on its way
-				<-c.ready
-				reply, err = c.reply, c.err
-				c.recycle()
-			}
 		}
 	}
 	if err == nil {

@@ -329,7 +329,7 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.client == nil {
 		return nil
 	}
-	if _, err := l.callRedis(ctx, resetScript, key, nil); err != nil {
+	if _, err := l.callRedis(ctx, resetScript, key, 0, nil); err != nil {
 		if ctx.Err() != nil {
 			return l.wrap(ctx.Err())
 		}
@@ -358,13 +358,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	if l.client == nil {
 		return l.decideLocal(key, n, mode == argConsume, false), nil
 	}
-	var buf [8]any
-	args := append(buf[:0], argRedisTime, n, mode)
-	if l.now != nil {
-		args[0] = l.now().UnixMicro()
-	}
-	args = append(args, l.args...)
-	reply, err := l.callRedis(ctx, l.script, key, args)
+	reply, err := l.callRedis(ctx, l.script, key, n, mode)
 	if err == nil {
 		var r Result
 		if r, err = parseReply(reply); err == nil {
@@ -407,6 +401,20 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 	}
 	r.Limit, r.Degraded = l.localLimit, degraded
 	return r
+}
+
+// appendArgs appends a decision's script arguments to dst: the time (or ""
+// for Redis TIME), the cost n, the mode, and the algorithm's own. A nil
+// mode appends nothing: a script without arguments.
+func (l *Limiter) appendArgs(dst []any, n int, mode any) []any {
+	if mode == nil {
+		return dst
+	}
+	now := argRedisTime
+	if l.now != nil {
+		now = l.now().UnixMicro()
+	}
+	return append(append(dst, now, n, mode), l.args...)
 }
 
 func (l *Limiter) redisKey(key string) string {
