@@ -3,6 +3,7 @@ package redislimit_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -229,6 +230,9 @@ func TestMalformedReplies(t *testing.T) {
 			}
 			if r != (redislimit.Result{}) {
 				t.Errorf("script %q: Result %+v alongside an error", src, r)
+			}
+			if err != nil && strings.Count(err.Error(), "redislimit:") != 1 {
+				t.Errorf("script %q: error text %q, want the package prefix once", src, err)
 			}
 		}
 		// A script error is passed on as an error.

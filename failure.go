@@ -370,9 +370,9 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		return reply, nil
 	}
 	switch {
-	case ctx.Err() != nil:
+	case callerDone(ctx) != nil:
 		l.breaker.release(probe)
-		return nil, ctx.Err()
+		return nil, callerDone(ctx)
 	case !time.Now().Before(deadline):
 		l.breaker.failure(probe)
 		if errors.Is(err, context.DeadlineExceeded) {
@@ -385,4 +385,17 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		l.breaker.success()
 	}
 	return nil, err
+}
+
+// callerDone returns ctx's error, or context.DeadlineExceeded once ctx's
+// deadline has passed by the clock: a socket deadline set from it can fire
+// before the context's own timer does.
+func callerDone(ctx context.Context) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if d, ok := ctx.Deadline(); ok && !time.Now().Before(d) {
+		return context.DeadlineExceeded
+	}
+	return nil
 }

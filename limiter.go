@@ -330,8 +330,8 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 		return nil
 	}
 	if _, err := l.callRedis(ctx, resetScript, key, 0, nil); err != nil {
-		if ctx.Err() != nil {
-			return l.wrap(ctx.Err())
+		if cerr := callerDone(ctx); cerr != nil {
+			return l.wrap(cerr)
 		}
 		err = l.wrap(err)
 		if l.onError != nil {
@@ -366,8 +366,8 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 			return r, nil
 		}
 	}
-	if ctx.Err() != nil {
-		return Result{}, l.wrap(ctx.Err())
+	if cerr := callerDone(ctx); cerr != nil {
+		return Result{}, l.wrap(cerr)
 	}
 	err = l.wrap(err)
 	if l.onError != nil {
@@ -432,9 +432,24 @@ func (l *Limiter) redisKey(key string) string {
 	return l.keyPrefix + string(hx[:]) + "}"
 }
 
+// wrap names the algorithm in err, which it wraps: "redislimit: fw: " and
+// err's text, without repeating the package prefix that the package's own
+// errors carry.
 func (l *Limiter) wrap(err error) error {
-	return fmt.Errorf("redislimit: %s: %w", l.name, err)
+	return &algError{name: l.name, err: err}
 }
+
+// algError is an error from one algorithm's limiter.
+type algError struct {
+	name string
+	err  error
+}
+
+func (e *algError) Error() string {
+	return "redislimit: " + e.name + ": " + strings.TrimPrefix(e.err.Error(), "redislimit: ")
+}
+
+func (e *algError) Unwrap() error { return e.err }
 
 func checkKey(key string) error {
 	switch {
