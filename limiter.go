@@ -143,9 +143,9 @@ func WithClock(now func() time.Time) Option {
 // one shard, and every key costs Redis memory in proportion to its length.
 // With a secret of 32 random bytes, kept by every app server that shares
 // the limits, keys spread evenly over slots and take 32 bytes whatever
-// their length. It costs about a microsecond per call. Keys and limits
-// written with and without it are distinct. By default keys are stored as
-// they are.
+// their length. It costs about 0.3µs and two allocations per call. Keys
+// and limits written with and without it are distinct. By default keys are
+// stored as they are.
 func WithHashedKeys(secret []byte) Option {
 	s := bytes.Clone(secret)
 	return func(l *Limiter) {
