@@ -309,10 +309,10 @@ func worker(c *call) {
 }
 
 // callRedis runs script on key, with the arguments of [Limiter.appendArgs],
-// within the limiter's timeout, and
-// keeps the circuit breaker up to date. It returns the caller's context
-// error when that context ended, an error wrapping [ErrCircuitOpen] or
-// [ErrTimeout], or the script's reply and error.
+// within the limiter's timeout, and keeps the circuit breaker up to date.
+// It returns the caller's context error when that context ended, an error
+// wrapping [ErrCircuitOpen] or [ErrTimeout], or the script's reply and
+// error.
 func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key string, n int, mode any) (any, error) {
 	ok, probe := l.breaker.allow()
 	if !ok {
