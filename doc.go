@@ -123,7 +123,7 @@
 // # When Redis fails
 //
 // A decision waits for Redis at most the limiter's timeout: [WithTimeout],
-// [DefaultTimeout] (200ms) unless set. It is counted from when the call
+// [DefaultTimeout] (500ms) unless set. It is counted from when the call
 // starts and covers go-redis's pool waits, dials, retries and the EVAL
 // after a NOSCRIPT. The bound also holds on clients built with default
 // options, where go-redis lets a stalled socket read run for its
@@ -141,8 +141,9 @@
 // their back-off.
 //
 // A circuit breaker keeps an outage from costing a timeout per decision:
-// after 5 failed calls in a row, decisions go straight to the policy
-// without touching the network ([ErrCircuitOpen]) for 500ms; then one
+// after 5 failed calls in a row, with no call succeeding since the last of
+// them started, decisions go straight to the policy without touching the
+// network ([ErrCircuitOpen]) for 500ms; then one
 // probe call goes to Redis, and its success closes the breaker (its failure
 // opens it for another 500ms). Redis answering about one call (an error
 // reply such as WRONGTYPE, or a reply that breaks the script contract) is

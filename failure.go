@@ -70,8 +70,11 @@ var (
 
 const (
 	// DefaultTimeout is how long a decision may wait for Redis unless
-	// [WithTimeout] sets another duration.
-	DefaultTimeout = 200 * time.Millisecond
+	// [WithTimeout] sets another duration: far below go-redis's own 3s read
+	// and 5s dial timeouts, yet above the latency spikes of a busy process
+	// (hundreds of goroutines deciding at once, a garbage collection, the
+	// first calls dialing their connections), which are not outages.
+	DefaultTimeout = 500 * time.Millisecond
 
 	// breakerThreshold is how many calls in a row must fail for the circuit
 	// breaker to open.
@@ -125,22 +128,27 @@ func WithOnError(f func(ctx context.Context, err error)) Option {
 // that follows a NOSCRIPT. Past it the call gives up with [ErrTimeout] and
 // the [FailurePolicy] decides. The bound holds for clients built with
 // default options too, where go-redis ignores context deadlines on socket
-// reads. The default is [DefaultTimeout] (200ms); a d of zero or less makes
+// reads. The default is [DefaultTimeout] (500ms); a d of zero or less makes
 // [New] return an error wrapping [ErrInvalidConfig]. A caller's context with
 // an earlier deadline still ends the call sooner.
 func WithTimeout(d time.Duration) Option {
 	return func(l *Limiter) { l.timeout = d }
 }
 
-// breaker is a circuit breaker: after threshold consecutive failures it is
-// open for cooldown, during which calls are refused without touching the
-// network; then one probe is let through, and its outcome closes the
-// breaker or opens it again. Its methods are safe for concurrent use.
+// breaker is a circuit breaker: after threshold consecutive failures, when
+// no call has succeeded since the last of them started, it is open for
+// cooldown, during which calls are refused without touching the network;
+// then one probe is let through, and its outcome closes the breaker or
+// opens it again. The second condition keeps a busy process, whose calls
+// time out while waiting for its own CPU or connection pool even as Redis
+// answers others, from shutting itself off. Its methods are safe for
+// concurrent use.
 type breaker struct {
 	threshold int32
 	cooldown  time.Duration
 
 	failures  atomic.Int32 // consecutive
+	lastOK    atomic.Int64 // Unix ns of the last success
 	openUntil atomic.Int64 // Unix ns; 0 when closed
 	probing   atomic.Bool  // a probe is in flight
 }
@@ -163,6 +171,11 @@ func (b *breaker) allow() (ok, probe bool) {
 
 // success records a call that Redis answered.
 func (b *breaker) success() {
+	// At most one store a millisecond, so that busy limiters do not fight
+	// over the cache line.
+	if now := time.Now().UnixNano(); now-b.lastOK.Load() > int64(time.Millisecond) {
+		b.lastOK.Store(now)
+	}
 	if b.failures.Load() != 0 {
 		b.failures.Store(0)
 	}
@@ -172,9 +185,10 @@ func (b *breaker) success() {
 	}
 }
 
-// failure records a call that Redis did not answer.
-func (b *breaker) failure(probe bool) {
-	if n := b.failures.Add(1); probe || n >= b.threshold {
+// failure records a call, started at start (Unix ns), that Redis did not
+// answer.
+func (b *breaker) failure(probe bool, start int64) {
+	if n := b.failures.Add(1); probe || n >= b.threshold && b.lastOK.Load() < start {
 		b.openUntil.Store(time.Now().Add(b.cooldown).UnixNano())
 		b.probing.Store(false)
 	}
@@ -322,7 +336,8 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		l.breaker.release(probe)
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	deadline := time.Now().Add(l.timeout)
+	start := time.Now()
+	deadline := start.Add(l.timeout)
 	rkey := l.redisKey(key)
 	var reply any
 	var err error
@@ -374,13 +389,13 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 		l.breaker.release(probe)
 		return nil, callerDone(ctx)
 	case !time.Now().Before(deadline):
-		l.breaker.failure(probe)
+		l.breaker.failure(probe, start.UnixNano())
 		if errors.Is(err, context.DeadlineExceeded) {
 			return nil, fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
 		}
 		return nil, fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)
 	case outage(err):
-		l.breaker.failure(probe)
+		l.breaker.failure(probe, start.UnixNano())
 	default:
 		l.breaker.success()
 	}

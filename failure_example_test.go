@@ -60,7 +60,7 @@ func ExampleWithOnError() {
 	if err != nil {
 		panic(err)
 	}
-	// No go-redis retries: within a 200ms decision they rarely help.
+	// No go-redis retries: within a decision's timeout they rarely help.
 	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr(), MaxRetries: -1})
 	defer func() { rdb.Close(); mr.Close() }()
 
