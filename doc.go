@@ -138,7 +138,9 @@
 // some 20µs a call on a small virtual machine): set it where latency
 // matters. go-redis's retries (MaxRetries, 3 by default) happen within the
 // timeout; with a short timeout they rarely fit, and MaxRetries -1 saves
-// their back-off.
+// their back-off. A call given up on may still run in Redis and consume,
+// and a retry after a connection broke mid-call may run a decision twice:
+// either way a key is charged more, never less, so the limit still holds.
 //
 // A circuit breaker keeps an outage from costing a timeout per decision:
 // after 5 failed calls in a row, with no call succeeding since the last of
