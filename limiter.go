@@ -1,9 +1,7 @@
 package redislimit
 
 import (
-	"bytes"
 	"context"
-	"crypto/hmac"
 	"crypto/sha256"
 	_ "embed"
 	"encoding/hex"
@@ -58,100 +56,6 @@ const (
 	// unless [WithPrefix] sets another.
 	DefaultPrefix = "rl:"
 )
-
-// Result is the outcome of one decision. The zero value is a denial with no
-// capacity and nothing to wait for, and is returned alongside errors.
-type Result struct {
-	// Allowed reports whether the call was admitted (for [Limiter.Peek]:
-	// whether a call of cost 1 would be).
-	Allowed bool
-	// Limit is the capacity in units: a window's limit or a bucket's burst.
-	Limit int
-	// Remaining is how many more calls of cost 1 would be allowed right now.
-	Remaining int
-	// RetryAfter is 0 when Allowed; otherwise how long until the same call
-	// (same cost) can succeed, if nothing else consumes in between.
-	RetryAfter time.Duration
-	// ResetAfter is how long until the key is back to full capacity; 0 when
-	// it is full.
-	ResetAfter time.Duration
-	// Degraded reports that the decision was made without Redis, by the
-	// limiter's [FailurePolicy], after Redis failed; the error went to
-	// [WithOnError]. It is false for every decision Redis made, and for
-	// those of a limiter made with [NewLocal].
-	Degraded bool
-}
-
-// Algorithm is a rate-limiting algorithm that a [Limiter] runs as one Lua
-// script per decision. [FixedWindow], [SlidingLog] and [TokenBucket] return
-// the package's own. Implement it in any package to add another one: the
-// [Limiter] then gives it key handling, validation, the time source, reply
-// checking and every other feature. The package documentation ("Writing an
-// algorithm") states the contract its script must follow.
-//
-// A Limiter calls the methods once, in [New]; they must not change later.
-type Algorithm interface {
-	// Name returns a short identifier, used in the Redis key so that
-	// algorithms on the same user key never share state. It must be
-	// non-empty and hold neither '{' nor '}'.
-	Name() string
-	// Limit returns the capacity, in units: the most that one key can be
-	// granted at once. [Limiter.AllowN] refuses a larger cost with
-	// [ErrCostExceedsLimit] without calling Redis.
-	Limit() int
-	// Script returns the script that makes one decision.
-	Script() *redis.Script
-	// Args returns the script's own arguments, passed as ARGV[4] onwards,
-	// or an error wrapping [ErrInvalidConfig] when the parameters are out
-	// of range.
-	Args() ([]any, error)
-}
-
-// Option configures a [Limiter] in [New] or [NewLocal].
-type Option func(*Limiter)
-
-// WithPrefix sets the prefix of the limiter's Redis keys. The default is
-// [DefaultPrefix]. Give limiters with different parameters different
-// prefixes when they may see the same user keys. A prefix holding '{' or '}'
-// is refused with [ErrInvalidConfig]: the hash tag is the user key's.
-func WithPrefix(prefix string) Option {
-	return func(l *Limiter) { l.prefix = prefix }
-}
-
-// WithClock makes the limiter read time from now, on the client, and pass
-// it to the script, instead of the default: Redis's TIME, read inside the
-// script, which keeps app servers with skewed clocks in agreement. Use it
-// where Redis refuses TIME in scripts, or with a fake clock in tests. Keys
-// still expire by Redis's clock, so now must advance at the real rate: only
-// its offset may differ. Times are passed in µs since 1970 and must lie
-// within about 285 years of it, where Lua's numbers hold them exactly. A
-// nil now means time.Now.
-func WithClock(now func() time.Time) Option {
-	return func(l *Limiter) {
-		if now == nil {
-			now = time.Now
-		}
-		l.now = now
-	}
-}
-
-// WithHashedKeys stores each user key as the first 128 bits of its
-// HMAC-SHA-256 under secret, in hex, instead of as itself:
-// "rl:tb:{9f86d081884c7d659a2feaa0c55ad015}". Use it when keys come from
-// clients (an IP, a header, an API key): on Redis Cluster an attacker who
-// can choose keys can otherwise pick ones that share a hash slot and load
-// one shard, and every key costs Redis memory in proportion to its length.
-// With a secret of 32 random bytes, kept by every app server that shares
-// the limits, keys spread evenly over slots and take 32 bytes whatever
-// their length. It costs about 0.3µs and two allocations per call. Keys
-// and limits written with and without it are distinct. By default keys are
-// stored as they are.
-func WithHashedKeys(secret []byte) Option {
-	s := bytes.Clone(secret)
-	return func(l *Limiter) {
-		l.hashes = &sync.Pool{New: func() any { return hmac.New(sha256.New, s) }}
-	}
-}
 
 // A Limiter decides, per key, whether calls are within the limits of its
 // [Algorithm], with state kept in Redis so that every process sharing the
@@ -457,67 +361,6 @@ func checkKey(key string) error {
 		return ErrEmptyKey
 	case len(key) > MaxKeyLen:
 		return ErrKeyTooLong
-	}
-	return nil
-}
-
-// parseReply turns a script's reply into a Result, checking it against the
-// script contract: {allowed 1|0, remaining, retry_after µs, reset_after µs},
-// integers, none negative.
-func parseReply(reply any) (Result, error) {
-	a, ok := reply.([]any)
-	if !ok {
-		return Result{}, fmt.Errorf("%w: got %T, want an array", ErrMalformedReply, reply)
-	}
-	if len(a) != 4 {
-		return Result{}, fmt.Errorf("%w: got %d elements, want 4", ErrMalformedReply, len(a))
-	}
-	var v [4]int64
-	for i, x := range a {
-		n, ok := x.(int64)
-		if !ok {
-			return Result{}, fmt.Errorf("%w: element %d is %T, want an integer", ErrMalformedReply, i, x)
-		}
-		if n < 0 {
-			return Result{}, fmt.Errorf("%w: element %d is negative", ErrMalformedReply, i)
-		}
-		v[i] = n
-	}
-	const maxMicros = int64(MaxWindow / time.Microsecond)
-	switch {
-	case v[0] > 1:
-		return Result{}, fmt.Errorf("%w: allowed is %d, want 0 or 1", ErrMalformedReply, v[0])
-	case v[1] > int64(^uint(0)>>1):
-		return Result{}, fmt.Errorf("%w: remaining overflows int", ErrMalformedReply)
-	case v[2] > maxMicros || v[3] > maxMicros:
-		return Result{}, fmt.Errorf("%w: duration over MaxWindow", ErrMalformedReply)
-	case v[0] == 1 && v[2] != 0:
-		return Result{}, fmt.Errorf("%w: allowed with a retry_after", ErrMalformedReply)
-	case v[0] == 0 && v[2] == 0:
-		return Result{}, fmt.Errorf("%w: denied with no retry_after", ErrMalformedReply)
-	}
-	return Result{
-		Allowed:    v[0] == 1,
-		Remaining:  int(v[1]),
-		RetryAfter: time.Duration(v[2]) * time.Microsecond,
-		ResetAfter: time.Duration(v[3]) * time.Microsecond,
-	}, nil
-}
-
-// maxUnits bounds limits, rates and bursts so that counts stay exact in
-// Lua's double-precision numbers.
-const maxUnits = 1 << 50
-
-func checkUnits(alg, what string, v, max int) error {
-	if v < 1 || v > max {
-		return fmt.Errorf("%w: %s: %s is %d, want 1 to %d", ErrInvalidConfig, alg, what, v, max)
-	}
-	return nil
-}
-
-func checkSpan(alg, what string, d time.Duration) error {
-	if d < time.Millisecond || d > MaxWindow {
-		return fmt.Errorf("%w: %s: %s is %v, want 1ms to %v", ErrInvalidConfig, alg, what, d, MaxWindow)
 	}
 	return nil
 }
