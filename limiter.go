@@ -65,7 +65,7 @@ const (
 // A Limiter is safe for concurrent use by multiple goroutines.
 type Limiter struct {
 	client    redis.Scripter // nil for NewLocal
-	script    *redis.Script
+	prog      *program
 	name      string
 	limit     int   // the largest cost: the capacity, or localLimit for NewLocal
 	args      []any // ARGV[4:], fixed at New
@@ -79,6 +79,8 @@ type Limiter struct {
 	onError   func(context.Context, error)
 	timeout   time.Duration
 	inline    bool // the client bounds socket reads by context deadlines
+	maxBatch  int
+	transport *transport // shared by the limiters on client; nil: every call alone
 	breaker   breaker
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
@@ -90,9 +92,9 @@ type Limiter struct {
 //go:embed scripts/reset.lua
 var resetLua string
 
-// resetScript deletes one limiter key. It is a script, not DEL, because a
+// resetProgram deletes one limiter key. It is a script, not DEL, because a
 // Limiter holds only a [redis.Scripter].
-var resetScript = redis.NewScript(resetLua)
+var resetProgram = newProgram(redis.NewScript(resetLua))
 
 // Values reused for every call, so that passing them allocates nothing.
 var (
@@ -127,15 +129,16 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	if err != nil {
 		return nil, err
 	}
+	script := alg.Script()
 	l := &Limiter{
 		client:    client,
-		script:    alg.Script(),
 		name:      alg.Name(),
 		limit:     alg.Limit(),
 		args:      args,
 		prefix:    DefaultPrefix,
 		instances: 1,
 		timeout:   DefaultTimeout,
+		maxBatch:  DefaultBatchSize,
 		breaker:   breaker{threshold: breakerThreshold, cooldown: breakerCooldown},
 	}
 	for _, o := range opts {
@@ -148,7 +151,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, l.name)
 	case l.limit < 1:
 		return nil, fmt.Errorf("%w: algorithm %s has capacity %d, want at least 1", ErrInvalidConfig, l.name, l.limit)
-	case l.script == nil && client != nil:
+	case script == nil && client != nil:
 		return nil, fmt.Errorf("%w: algorithm %s has no script", ErrInvalidConfig, l.name)
 	case strings.ContainsAny(l.prefix, "{}"):
 		return nil, fmt.Errorf("%w: prefix %q holds '{' or '}'", ErrInvalidConfig, l.prefix)
@@ -158,6 +161,8 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: %d local instances, want at least 1", ErrInvalidConfig, l.instances)
 	case l.timeout <= 0:
 		return nil, fmt.Errorf("%w: timeout %v, want more than 0", ErrInvalidConfig, l.timeout)
+	case l.maxBatch < 1:
+		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
 	}
 	l.keyPrefix = l.prefix + l.name + ":{"
 	if client == nil || l.policy == FailLocal {
@@ -175,7 +180,9 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	if client == nil {
 		l.limit = l.localLimit
 	} else {
+		l.prog = newProgram(script)
 		l.inline = honoursDeadlines(client)
+		l.transport = sharedTransport(client, l.maxBatch)
 	}
 	return l, nil
 }
@@ -233,7 +240,7 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.client == nil {
 		return nil
 	}
-	if _, err := l.callRedis(ctx, resetScript, key, 0, nil); err != nil {
+	if _, err := l.callRedis(ctx, newRequest(resetProgram, l.redisKey(key), 0)); err != nil {
 		if cerr := callerDone(ctx); cerr != nil {
 			return l.wrap(cerr)
 		}
@@ -262,7 +269,9 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	if l.client == nil {
 		return l.decideLocal(key, n, mode == argConsume, false), nil
 	}
-	reply, err := l.callRedis(ctx, l.script, key, n, mode)
+	r := newRequest(l.prog, l.redisKey(key), 3+len(l.args))
+	r.line = l.appendArgs(r.line, n, mode)
+	reply, err := l.callRedis(ctx, r)
 	if err == nil {
 		var r Result
 		if r, err = parseReply(reply); err == nil {
@@ -308,12 +317,8 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 }
 
 // appendArgs appends a decision's script arguments to dst: the time (or ""
-// for Redis TIME), the cost n, the mode, and the algorithm's own. A nil
-// mode appends nothing: a script without arguments.
+// for Redis TIME), the cost n, the mode, and the algorithm's own.
 func (l *Limiter) appendArgs(dst []any, n int, mode any) []any {
-	if mode == nil {
-		return dst
-	}
 	now := argRedisTime
 	if l.now != nil {
 		now = l.now().UnixMicro()

@@ -99,3 +99,22 @@ func WithOnError(f func(ctx context.Context, err error)) Option {
 func WithTimeout(d time.Duration) Option {
 	return func(l *Limiter) { l.timeout = d }
 }
+
+// DefaultBatchSize is the most decisions one pipeline carries unless
+// [WithBatchSize] sets another number.
+const DefaultBatchSize = 128
+
+// WithBatchSize sets the most decisions sent to Redis in one pipeline.
+// When decisions are made concurrently on a *redis.Client,
+// *redis.ClusterClient or *redis.Ring, by one Limiter or by several that
+// share the client and the batch size, a decision that finds two sends in
+// flight waits for the first to end and then goes with every decision that
+// arrived meanwhile, up to n, as one pipeline of EVALSHAs: one round trip
+// per Redis node for them all. A decision that finds fewer in flight is
+// sent at once, alone, so a lone caller never waits for a batch. Each
+// decision keeps its own timeout, failure policy and error. The default is
+// [DefaultBatchSize]; 1 sends every decision alone; n below 1 makes [New]
+// return an error wrapping [ErrInvalidConfig].
+func WithBatchSize(n int) Option {
+	return func(l *Limiter) { l.maxBatch = n }
+}

@@ -2,57 +2,210 @@ package redislimit
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"runtime"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 )
 
-// honoursDeadlines reports whether client bounds socket reads by a
-// context's deadline, so that a call can run on the caller's goroutine.
-func honoursDeadlines(client redis.Scripter) bool {
-	switch c := client.(type) {
-	case *redis.Client:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.ClusterClient:
-		return c.Options().ContextTimeoutEnabled
-	case *redis.Ring:
-		return c.Options().ContextTimeoutEnabled
+// This file is the path of a script call from a prepared request to Redis
+// and back: alone on the caller's goroutine, alone on a worker goroutine,
+// or in a batch shared with other callers; the EVAL that answers NOSCRIPT;
+// the at-most-once send; each caller's deadline. It receives ready
+// requests (a program, a Redis key, the arguments) and never calls back
+// into the Limiter.
+
+// A program is a script the transport can run: its SHA-1 for EVALSHA and
+// its source for the EVAL that answers NOSCRIPT.
+type program struct {
+	hash   string
+	src    string
+	script *redis.Script // for clients that cannot take a prepared command
+}
+
+// newProgram returns the program of s.
+func newProgram(s *redis.Script) *program {
+	var c srcCapture
+	s.Eval(context.Background(), &c, nil)
+	sum := sha1.Sum([]byte(c.src))
+	return &program{hash: hex.EncodeToString(sum[:]), src: c.src, script: s}
+}
+
+// srcCapture is a [redis.Scripter] that records the source of the script
+// it is asked to EVAL and sends nothing: the way to read a *redis.Script's
+// source, which it does not export.
+type srcCapture struct{ src string }
+
+func (c *srcCapture) Eval(ctx context.Context, src string, _ []string, _ ...any) *redis.Cmd {
+	c.src = src
+	return redis.NewCmd(ctx)
+}
+func (c *srcCapture) EvalSha(ctx context.Context, _ string, _ []string, _ ...any) *redis.Cmd {
+	return redis.NewCmd(ctx)
+}
+func (c *srcCapture) EvalRO(ctx context.Context, _ string, _ []string, _ ...any) *redis.Cmd {
+	return redis.NewCmd(ctx)
+}
+func (c *srcCapture) EvalShaRO(ctx context.Context, _ string, _ []string, _ ...any) *redis.Cmd {
+	return redis.NewCmd(ctx)
+}
+func (c *srcCapture) ScriptExists(ctx context.Context, _ ...string) *redis.BoolSliceCmd {
+	return redis.NewBoolSliceCmd(ctx)
+}
+func (c *srcCapture) ScriptLoad(ctx context.Context, _ string) *redis.StringCmd {
+	return redis.NewStringCmd(ctx)
+}
+
+// lineHead is how many values of a command line come before ARGV:
+// EVALSHA, the SHA-1, the key count (1) and the key.
+const lineHead = 4
+
+// A request is one script call, ready to send.
+type request struct {
+	prog *program
+	// line is the command line: lineHead values (filled in by the
+	// transport) and then ARGV.
+	line []any
+}
+
+// newRequest returns a request to run p on the Redis key rkey, with room
+// for argc arguments, which the caller appends to line.
+func newRequest(p *program, rkey string, argc int) request {
+	line := make([]any, lineHead, lineHead+argc)
+	line[0], line[1], line[2], line[3] = "evalsha", p.hash, 1, rkey
+	return request{prog: p, line: line}
+}
+
+// cmd returns the EVALSHA command of r, or, when eval is set, the EVAL
+// command that also loads the script into the node's cache. The command
+// is never re-sent by go-redis (see onceCmd).
+func (r *request) cmd(ctx context.Context, eval bool) *redis.Cmd {
+	line := r.line
+	if eval {
+		line = slices.Clone(line)
+		line[0], line[1] = "eval", r.prog.src
 	}
-	return false
+	c := redis.NewCmd(ctx, line...)
+	c.SetFirstKeyPos(3)
+	return c
+}
+
+// onceCmd is a script call that go-redis must not send again after a
+// failure. go-redis re-sends a command whose reply it did not get (a read
+// timeout, a connection closed after the write), which would run a
+// consuming script twice for one decision; a command whose NoRetry is true
+// fails instead. Redirections (MOVED, ASK), which mean the script did not
+// run, are still followed.
+type onceCmd struct{ *redis.Cmd }
+
+// NoRetry implements [redis.Cmder].
+func (onceCmd) NoRetry() bool { return true }
+
+// processor is a client that takes prepared commands: *redis.Client,
+// *redis.ClusterClient, *redis.Ring and go-redis's AutoPipeliner.
+type processor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+// pipeliner is a client that can send many commands in one round trip per
+// node.
+type pipeliner interface {
+	Pipeline() redis.Pipeliner
+}
+
+// isNoScript reports whether err is Redis's answer that it does not have
+// the script: the script did not run.
+func isNoScript(err error) bool {
+	return err != nil && redis.HasErrorPrefix(err, "NOSCRIPT")
+}
+
+// send runs r alone on c and returns its reply: EVALSHA, then EVAL when
+// Redis does not have the script. On a client that cannot take prepared
+// commands it falls back to [redis.Script.Run], which go-redis may re-send.
+func send(ctx context.Context, c redis.Scripter, r *request) (any, error) {
+	p, ok := c.(processor)
+	if !ok {
+		return r.prog.script.Run(ctx, c, []string{r.line[3].(string)}, r.line[lineHead:]...).Result()
+	}
+	cmd := r.cmd(ctx, false)
+	_ = p.Process(ctx, onceCmd{cmd})
+	if isNoScript(cmd.Err()) {
+		cmd = r.cmd(ctx, true)
+		_ = p.Process(ctx, onceCmd{cmd})
+	}
+	return cmd.Result()
+}
+
+// sendBatch runs every call of batch in one pipeline on c, which go-redis
+// splits into one round trip per node, and sets each call's outcome. The
+// calls whose script Redis did not have are sent again, alone of them, as
+// EVAL in a second pipeline.
+func sendBatch(ctx context.Context, c pipeliner, batch []*call) {
+	cmds := make([]*redis.Cmd, len(batch))
+	pipe := c.Pipeline()
+	for i, b := range batch {
+		cmds[i] = b.cmd(ctx, false)
+		_ = pipe.Process(ctx, onceCmd{cmds[i]})
+	}
+	_, _ = pipe.Exec(ctx)
+	var again redis.Pipeliner
+	for i, cmd := range cmds {
+		if isNoScript(cmd.Err()) {
+			if again == nil {
+				again = c.Pipeline()
+			}
+			cmds[i] = batch[i].cmd(ctx, true)
+			_ = again.Process(ctx, onceCmd{cmds[i]})
+		}
+	}
+	if again != nil {
+		_, _ = again.Exec(ctx)
+	}
+	for i, cmd := range cmds {
+		batch[i].reply, batch[i].err = cmd.Result()
+	}
 }
 
 // Call states, for call.state.
 const (
-	callRunning int32 = iota
-	callFinished
-	callAbandoned
+	callQueued    int32 = iota // waiting in a transport's queue, not sent
+	callSent                   // being sent
+	callFinished               // its outcome is set, for the caller to read
+	callAbandoned              // the caller stopped waiting
 )
 
-// A call is one script call to Redis made on a worker goroutine, for
-// clients that do not bound socket reads by a context's deadline: the
-// caller stops waiting at the limiter's timeout while the worker finishes
-// the call, bounded by go-redis's own dial, pool and socket timeouts. The
-// caller and the worker agree through state on who owns the call once it
-// is over: the caller when the call finished in time (it reads the outcome
-// and recycles the call), the worker when the caller gave up (it drops the
-// outcome and the call). A call is referenced by those two alone, never by
-// go-redis, so recycling it is safe.
+// A call is one request whose caller waits for another goroutine to send
+// it: a worker, for clients that do not bound socket reads by a context's
+// deadline, or the sender of a batch. The caller stops waiting at its
+// deadline while the other goroutine finishes, bounded by go-redis's own
+// dial, pool and socket timeouts. The two agree through state on who owns
+// the call once it is over: the caller when it finished in time (it reads
+// the outcome and recycles the call), the sender when the caller gave up
+// (it drops the outcome and the call). A call that the caller gave up on
+// before it was sent is never sent. A call is referenced by those two
+// alone, never by go-redis, so recycling it is safe.
 type call struct {
-	l      *Limiter
-	ctx    context.Context // the caller's
-	script *redis.Script
-	keys   [1]string
-	args   []any
+	request
+	state    atomic.Int32  // callQueued, callSent, callFinished or callAbandoned
+	ready    chan struct{} // receives one value when the call finishes in time
+	timer    *time.Timer   // the caller's deadline; only the caller reads it
+	deadline time.Time
+	reply    any
+	err      error
 
-	timer *time.Timer   // the caller's timeout; only the caller reads it
-	state atomic.Int32  // callRunning, callFinished or callAbandoned
-	ready chan struct{} // receives one value when the worker finishes in time
-	reply any
-	err   error
+	// For a call sent alone on a worker:
+	ctx    context.Context // the caller's
+	client redis.Scripter
+	l      *Limiter   // whose abandoned count a late finish lowers
+	t      *transport // whose slot the worker frees, or nil
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -61,25 +214,66 @@ var callPool = sync.Pool{New: func() any {
 	return &call{ready: make(chan struct{}, 1), timer: t}
 }}
 
-// run makes the call and hands the outcome to the waiting caller, or, if
-// the caller gave up, drops it.
-func (c *call) run() {
-	c.reply, c.err = c.script.Run(c.ctx, c.l.client, c.keys[:], c.args...).Result()
-	if c.state.CompareAndSwap(callRunning, callFinished) {
-		c.ready <- struct{}{}
-		return
-	}
-	c.l.abandoned.Add(-1)
+func newCall(r request, deadline time.Time, state int32) *call {
+	c := callPool.Get().(*call)
+	c.request, c.deadline = r, deadline
+	c.state.Store(state)
+	return c
 }
 
 // recycle returns c, finished and read, to callPool.
 func (c *call) recycle() {
 	c.timer.Stop()
-	c.l, c.ctx, c.script, c.keys[0], c.reply, c.err = nil, nil, nil, "", nil, nil
-	clear(c.args)
-	c.args = c.args[:0]
-	c.state.Store(callRunning)
+	c.request, c.reply, c.err = request{}, nil, nil
+	c.ctx, c.client, c.l, c.t = nil, nil, nil, nil
 	callPool.Put(c)
+}
+
+// finish hands the outcome, already set, to the waiting caller, and
+// reports whether the caller was still waiting.
+func (c *call) finish() bool {
+	if c.state.CompareAndSwap(callSent, callFinished) {
+		c.ready <- struct{}{}
+		return true
+	}
+	return false
+}
+
+// wait waits for c until its deadline or ctx's end, and returns its
+// outcome, or context.DeadlineExceeded when the caller gave up; the
+// caller then no longer owns c. A call given up on before it was sent is
+// never sent.
+func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
+	c.timer.Reset(time.Until(c.deadline))
+	select {
+	case <-c.ready:
+	case <-c.timer.C:
+		gaveUp = true
+	case <-ctx.Done():
+		gaveUp = true
+	}
+	if gaveUp {
+		if c.state.CompareAndSwap(callQueued, callAbandoned) || c.state.CompareAndSwap(callSent, callAbandoned) {
+			return nil, context.DeadlineExceeded, true
+		}
+		<-c.ready // it finished meanwhile: the outcome is on its way
+	}
+	reply, err = c.reply, c.err
+	c.recycle()
+	return reply, err, false
+}
+
+// run sends c alone on a worker and hands the outcome to the waiting
+// caller, or, if the caller gave up, drops it.
+func (c *call) run() {
+	c.reply, c.err = send(c.ctx, c.client, &c.request)
+	l, t := c.l, c.t
+	if !c.finish() {
+		l.abandoned.Add(-1)
+	}
+	if t != nil {
+		t.release()
+	}
 }
 
 // workCh hands calls to idle workers.
@@ -111,25 +305,210 @@ func worker(c *call) {
 	}
 }
 
-// callRedis runs script on key, with the arguments of [Limiter.appendArgs],
-// within the limiter's timeout, and keeps the circuit breaker up to date.
-// It returns the caller's context error when that context ended, an error
-// wrapping [ErrCircuitOpen] or [ErrTimeout], or the script's reply and
-// error.
-func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key string, n int, mode any) (any, error) {
+// A transport batches the calls that limiters sharing one client make at
+// the same time. A call that finds fewer than maxInflight sends in flight
+// is sent at once, alone; a call that finds them all busy joins the queue,
+// and the first send to end takes up to maxBatch queued calls and sends
+// them as one pipeline, on a goroutine of its own, then the next, until
+// the queue is empty. So a lone caller never waits for a batch, and under
+// load each round trip carries every call that arrived during the last.
+type transport struct {
+	client   redis.Scripter
+	pipe     pipeliner
+	maxBatch int
+
+	mu       sync.Mutex
+	inflight int     // sends in flight, alone or batched; guarded by mu
+	queue    []*call // guarded by mu
+}
+
+// maxInflight is how many sends of one transport may be in flight at once
+// before calls queue for the next batch. A variable for benchmarks.
+var maxInflight = 2
+
+// enqueue takes a slot for a send that starts now and returns nil, or,
+// when every slot is busy, queues a call of r for a batch and returns it.
+func (t *transport) enqueue(r request, deadline time.Time) *call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.inflight < maxInflight {
+		t.inflight++
+		return nil
+	}
+	c := newCall(r, deadline, callQueued)
+	t.queue = append(t.queue, c)
+	return c
+}
+
+// release frees the slot of a send that ended, or, when calls are
+// queued, hands the slot to a batch of them.
+func (t *transport) release() {
+	t.mu.Lock()
+	if len(t.queue) == 0 {
+		t.inflight--
+		t.mu.Unlock()
+		return
+	}
+	batch := t.take()
+	t.mu.Unlock()
+	go t.flush(batch)
+}
+
+// take removes up to maxBatch calls from the queue. t.mu must be held.
+func (t *transport) take() []*call {
+	n := min(len(t.queue), t.maxBatch)
+	batch := slices.Clone(t.queue[:n])
+	rest := copy(t.queue, t.queue[n:])
+	clear(t.queue[rest:])
+	t.queue = t.queue[:rest]
+	return batch
+}
+
+// flush sends batch, then the batches queued meanwhile, and frees its slot
+// when the queue is empty.
+func (t *transport) flush(batch []*call) {
+	for {
+		sendQueued(t.pipe, batch)
+		t.mu.Lock()
+		if len(t.queue) == 0 {
+			t.inflight--
+			t.mu.Unlock()
+			return
+		}
+		batch = t.take()
+		t.mu.Unlock()
+	}
+}
+
+// sendQueued sends the calls of batch whose callers still wait, in one
+// pipeline bounded by the latest of their deadlines, and hands each caller
+// its outcome.
+func sendQueued(pipe pipeliner, batch []*call) {
+	live := batch[:0]
+	var deadline time.Time
+	for _, c := range batch {
+		if c.state.CompareAndSwap(callQueued, callSent) {
+			live = append(live, c)
+			if c.deadline.After(deadline) {
+				deadline = c.deadline
+			}
+		}
+	}
+	if len(live) == 0 {
+		return
+	}
+	ctx, cancel := context.WithDeadline(context.Background(), deadline)
+	sendBatch(ctx, pipe, live)
+	cancel()
+	for _, c := range live {
+		c.finish()
+	}
+}
+
+// transportKey identifies the shared transport of a client and a batch
+// bound.
+type transportKey struct {
+	client   any // a weak pointer to the client
+	maxBatch int
+}
+
+// transports holds the transport of every client and batch bound in use,
+// weakly: a transport lives as long as a Limiter uses it, and neither the
+// map nor the transport keeps a client alive.
+var transports struct {
+	mu sync.Mutex
+	m  map[transportKey]weak.Pointer[transport]
+}
+
+// sharedTransport returns the transport that batches the calls of every
+// Limiter on client with the same batch bound, or nil when client's calls
+// are not batched: maxBatch below 2, or a client other than
+// *redis.Client, *redis.ClusterClient and *redis.Ring (go-redis's
+// AutoPipeliner batches by itself).
+func sharedTransport(client redis.Scripter, maxBatch int) *transport {
+	if maxBatch < 2 {
+		return nil
+	}
+	var id any
+	switch c := client.(type) {
+	case *redis.Client:
+		id = weak.Make(c)
+	case *redis.ClusterClient:
+		id = weak.Make(c)
+	case *redis.Ring:
+		id = weak.Make(c)
+	default:
+		return nil
+	}
+	k := transportKey{id, maxBatch}
+	transports.mu.Lock()
+	defer transports.mu.Unlock()
+	if t := transports.m[k].Value(); t != nil {
+		return t
+	}
+	t := &transport{client: client, pipe: client.(pipeliner), maxBatch: maxBatch}
+	if transports.m == nil {
+		transports.m = make(map[transportKey]weak.Pointer[transport])
+	}
+	transports.m[k] = weak.Make(t)
+	runtime.AddCleanup(t, func(k transportKey) {
+		transports.mu.Lock()
+		defer transports.mu.Unlock()
+		if transports.m[k].Value() == nil {
+			delete(transports.m, k)
+		}
+	}, k)
+	return t
+}
+
+// honoursDeadlines reports whether client bounds socket reads by a
+// context's deadline, so that a call can run on the caller's goroutine.
+func honoursDeadlines(client redis.Scripter) bool {
+	switch c := client.(type) {
+	case *redis.Client:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.ClusterClient:
+		return c.Options().ContextTimeoutEnabled
+	case *redis.Ring:
+		return c.Options().ContextTimeoutEnabled
+	}
+	return false
+}
+
+// callRedis sends r within the limiter's timeout, and keeps the circuit
+// breaker up to date. It returns the caller's context error when that
+// context ended, an error wrapping [ErrCircuitOpen] or [ErrTimeout], or
+// the script's reply and error.
+func (l *Limiter) callRedis(ctx context.Context, r request) (any, error) {
 	ok, probe := l.breaker.allow()
 	if !ok {
 		return nil, ErrCircuitOpen
 	}
-	if !l.inline && l.abandoned.Load() >= maxAbandoned {
-		l.breaker.release(probe)
-		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
-	}
 	start := time.Now()
 	deadline := start.Add(l.timeout)
-	rkey := l.redisKey(key)
 	var reply any
 	var err error
+	t := l.transport
+	var queued *call
+	if t != nil {
+		queued = t.enqueue(r, deadline)
+	}
+	if queued != nil {
+		reply, err, _ = queued.wait(ctx)
+	} else {
+		reply, err = l.sendAlone(ctx, r, deadline, t)
+	}
+	if err == nil {
+		l.breaker.success()
+		return reply, nil
+	}
+	return nil, l.failed(ctx, err, probe, start)
+}
+
+// sendAlone sends r by itself, on the caller's goroutine when the client
+// allows it, or else on a worker, and frees t's slot, if t is not nil,
+// once the send ends.
+func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, t *transport) (any, error) {
 	if l.inline {
 		// The client bounds socket reads, dials and pool waits by the
 		// context's deadline; a caller's earlier deadline wins.
@@ -139,56 +518,50 @@ func (l *Limiter) callRedis(ctx context.Context, script *redis.Script, key strin
 			cctx, cancel = context.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
-		args := l.appendArgs(make([]any, 0, 3+len(l.args)), n, mode)
-		reply, err = script.Run(cctx, l.client, []string{rkey}, args...).Result()
-	} else {
-		c := callPool.Get().(*call)
-		c.l, c.ctx, c.script = l, ctx, script
-		c.keys[0] = rkey
-		c.args = l.appendArgs(c.args, n, mode)
-		c.timer.Reset(l.timeout)
-		dispatch(c)
-		finished := false
-		select {
-		case <-c.ready:
-			finished = true
-		case <-c.timer.C:
-		case <-ctx.Done():
+		reply, err := send(cctx, l.client, &r)
+		if t != nil {
+			t.release()
 		}
-		if !finished && c.state.CompareAndSwap(callRunning, callAbandoned) {
-			// The timeout or the caller's context came first. The worker
-			// finishes on its own, bounded by go-redis's timeouts, and
-			// drops the call.
-			l.abandoned.Add(1)
-			err = context.DeadlineExceeded
-		} else {
-			if !finished { // it finished meanwhile: the outcome is on its way
-				<-c.ready
-			}
-			reply, err = c.reply, c.err
-			c.recycle()
+		return reply, err
+	}
+	if l.abandoned.Load() >= maxAbandoned {
+		if t != nil {
+			t.release()
 		}
+		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	if err == nil {
-		l.breaker.success()
-		return reply, nil
+	c := newCall(r, deadline, callSent)
+	c.ctx, c.client, c.l, c.t = ctx, l.client, l, t
+	dispatch(c)
+	reply, err, gaveUp := c.wait(ctx)
+	if gaveUp {
+		// The worker finishes on its own, bounded by go-redis's
+		// timeouts, and drops the call.
+		l.abandoned.Add(1)
 	}
+	return reply, err
+}
+
+// failed updates the circuit breaker after a call, started at start, that
+// ended with err, and returns the error to report: the caller's context
+// error, an error wrapping [ErrTimeout] past the limiter's timeout, or err.
+func (l *Limiter) failed(ctx context.Context, err error, probe bool, start time.Time) error {
 	switch {
 	case callerDone(ctx) != nil:
 		l.breaker.release(probe)
-		return nil, callerDone(ctx)
-	case !time.Now().Before(deadline):
+		return callerDone(ctx)
+	case !time.Now().Before(start.Add(l.timeout)):
 		l.breaker.failure(probe, start.UnixNano())
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
+			return fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
 		}
-		return nil, fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)
+		return fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)
 	case outage(err):
 		l.breaker.failure(probe, start.UnixNano())
 	default:
 		l.breaker.success()
 	}
-	return nil, err
+	return err
 }
 
 // callerDone returns ctx's error, or context.DeadlineExceeded once ctx's

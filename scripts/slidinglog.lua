@@ -32,36 +32,43 @@ local n = tonumber(ARGV[2])
 local limit = tonumber(ARGV[4])
 local window = tonumber(ARGV[5])
 
-redis.call('ZREMRANGEBYSCORE', key, '-inf', now - window)
+-- Numbers reach redis.call as strings made with string.format('%d'),
+-- because Redis converts a Lua number argument with a slow '%.17g'.
+local nows = string.format('%d', now)
+redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', now - window))
 local count = redis.call('ZCARD', key)
 local allowed = count + n <= limit
 local retry, reset = 0, 0
 
 if allowed and ARGV[3] == '1' then
   local added, i = 0, count
+  if n == 1 then
+    i = i + 1
+    added = redis.call('ZADD', key, nows, string.format('%s:%d', nows, i))
+  end
   while added < n do
     local batch = n - added
     if batch > 1000 then batch = 1000 end
     local args = {}
     for j = 1, batch do
       i = i + 1
-      args[2 * j - 1] = now
-      args[2 * j] = string.format('%d:%d', now, i)
+      args[2 * j - 1] = nows
+      args[2 * j] = string.format('%s:%d', nows, i)
     end
     added = added + redis.call('ZADD', key, unpack(args))
   end
   count = count + n
-  redis.call('PEXPIRE', key, math.ceil(window / 1000))
+  redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000)))
   reset = window
 elseif count > 0 then
-  local newest = tonumber(redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')[2])
+  local newest = tonumber(redis.call('ZRANGE', key, '-1', '-1', 'WITHSCORES')[2])
   if newest > now then
     -- The clock went back: entries from the future count as made now.
-    local future = redis.call('ZRANGEBYSCORE', key, string.format('(%d', now), '+inf')
+    local future = redis.call('ZRANGEBYSCORE', key, '(' .. nows, '+inf')
     for first = 1, #future, 1000 do
       local args = {}
       for j = first, math.min(first + 999, #future) do
-        args[#args + 1] = now
+        args[#args + 1] = nows
         args[#args + 1] = future[j]
       end
       redis.call('ZADD', key, unpack(args))
@@ -69,13 +76,19 @@ elseif count > 0 then
     newest = now
   end
   if not allowed then
-    -- The call fits once the oldest count+n-limit entries have left.
+    -- The call fits once the oldest count+n-limit entries have left. When
+    -- that is every entry, the last of them is the newest, read above.
     local idx = count + n - limit - 1
-    retry = tonumber(redis.call('ZRANGE', key, idx, idx, 'WITHSCORES')[2]) + window - now
+    local at = newest
+    if idx ~= count - 1 then
+      local s = string.format('%d', idx)
+      at = tonumber(redis.call('ZRANGE', key, s, s, 'WITHSCORES')[2])
+    end
+    retry = at + window - now
   end
   reset = newest + window - now
   if redis.call('PTTL', key) == -1 then
-    redis.call('PEXPIRE', key, math.ceil(window / 1000))
+    redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000)))
   end
 end
 

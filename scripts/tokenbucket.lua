@@ -16,6 +16,9 @@
 -- not a number is discarded (a full bucket) and the key is rewritten or
 -- deleted; a key of ours found without a TTL gets one.
 --
+-- Cost: numbers reach redis.call as strings made with string.format('%d'),
+-- because Redis converts a Lua number argument with a slow '%.17g'.
+--
 -- Time going backwards: a TAT past now + burst*interval (more than an empty
 -- bucket) is moved back to it and written, so nothing refills and no
 -- duration exceeds a full refill.
@@ -56,13 +59,13 @@ end
 local left = tat - now
 if dirty then
   if left > 0 then
-    redis.call('SET', key, string.format('%d', tat), 'PX', math.ceil(left / 1000))
+    redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', math.ceil(left / 1000)))
   else
     redis.call('DEL', key)
   end
 elseif v and redis.call('PTTL', key) == -1 then
   if left > 0 then
-    redis.call('PEXPIRE', key, math.ceil(left / 1000))
+    redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000)))
   else
     redis.call('DEL', key)
   end
