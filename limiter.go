@@ -81,6 +81,8 @@ type Limiter struct {
 	inline    bool // the client bounds socket reads by context deadlines
 	maxBatch  int
 	transport *transport // shared by the limiters on client; nil: every call alone
+	denyKeys  int        // WithDenyCache's bound; 0: no deny cache
+	denials   *denials
 	breaker   breaker
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
@@ -161,6 +163,8 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: %d local instances, want at least 1", ErrInvalidConfig, l.instances)
 	case l.timeout <= 0:
 		return nil, fmt.Errorf("%w: timeout %v, want more than 0", ErrInvalidConfig, l.timeout)
+	case l.denyKeys < 0:
+		return nil, fmt.Errorf("%w: deny cache of %d keys, want at least 1", ErrInvalidConfig, l.denyKeys)
 	case l.maxBatch < 1:
 		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
 	}
@@ -183,6 +187,9 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		l.prog = newProgram(script)
 		l.inline = honoursDeadlines(client)
 		l.transport = sharedTransport(client, l.maxBatch)
+		if l.denyKeys > 0 {
+			l.denials = newDenials(l.denyKeys)
+		}
 	}
 	return l, nil
 }
@@ -235,7 +242,10 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 		return l.wrap(err)
 	}
 	if l.local != nil {
-		l.local.reset(key)
+		l.local.delete(key)
+	}
+	if l.denials != nil {
+		l.denials.delete(key)
 	}
 	if l.client == nil {
 		return nil
@@ -269,13 +279,45 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	if l.client == nil {
 		return l.decideLocal(key, n, mode == argConsume, false), nil
 	}
+	var now int64
+	if l.denials != nil || l.now != nil {
+		now = l.clock().UnixMicro()
+		if l.denials != nil {
+			if r, ok := l.denials.lookup(key, n, now); ok {
+				r.Limit = l.limit
+				return r, nil
+			}
+		}
+	}
+	reply, err := l.callRedis(ctx, l.prepare(key, n, mode, now))
+	return l.finish(ctx, key, n, mode, now, reply, err, true)
+}
+
+// prepare returns the request for one decision on key at now (µs, used
+// with [WithClock]).
+func (l *Limiter) prepare(key string, n int, mode any, now int64) request {
 	r := newRequest(l.prog, l.redisKey(key), 3+len(l.args))
-	r.line = l.appendArgs(r.line, n, mode)
-	reply, err := l.callRedis(ctx, r)
+	t := argRedisTime
+	if l.now != nil {
+		t = now
+	}
+	r.line = append(append(r.line, t, n, mode), l.args...)
+	return r
+}
+
+// finish turns the reply to a decision of cost n on key, sent at now (µs,
+// when the limiter reads a clock), into its outcome: the Result, which the
+// deny cache learns, or, when Redis failed, the caller's context error,
+// or what the failure policy decides, after passing the error to OnError
+// when notify is set.
+func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, now int64, reply any, err error, notify bool) (Result, error) {
 	if err == nil {
 		var r Result
 		if r, err = parseReply(reply); err == nil {
 			r.Limit = l.limit
+			if l.denials != nil {
+				l.denials.record(key, n, now, r)
+			}
 			return r, nil
 		}
 	}
@@ -283,7 +325,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 		return Result{}, l.wrap(cerr)
 	}
 	err = l.wrap(err)
-	if l.onError != nil {
+	if notify && l.onError != nil {
 		l.onError(ctx, err)
 	}
 	switch l.policy {
@@ -295,6 +337,82 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 		return l.decideLocal(key, n, mode == argConsume, true), nil
 	}
 	return Result{}, err
+}
+
+// AllowMany reports, for each key in keys, whether one call on it is
+// allowed now, and consumes one unit of each key that allows it, as
+// [Limiter.Allow] would for each in turn; a key given twice is decided
+// twice. The results are in the order of keys. The calls go to Redis as
+// one pipeline: one round trip per Redis node (the first use of a
+// connection aside), against one per key for as many Allow calls. The
+// deny cache ([WithDenyCache]) answers the keys it holds without Redis.
+//
+// A bad key ([ErrEmptyKey], [ErrKeyTooLong]) returns that error before
+// anything is sent. When Redis fails, the failure policy decides each key
+// as it would for Allow, and OnError is called once for a failure of the
+// whole call and once for each key Redis answered with an error; with
+// [FailError] the first error is returned, with no results. The call
+// takes at most the limiter's timeout ([WithTimeout]) in all. An empty
+// keys returns no results and no error.
+func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error) {
+	for _, k := range keys {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+	}
+	if len(keys) == 0 {
+		return nil, nil
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, l.wrap(err)
+	}
+	res := make([]Result, len(keys))
+	if l.client == nil {
+		for i, k := range keys {
+			res[i] = l.decideLocal(k, 1, true, false)
+		}
+		return res, nil
+	}
+	var now int64
+	if l.denials != nil || l.now != nil {
+		now = l.clock().UnixMicro()
+	}
+	idx := make([]int, 0, len(keys)) // the keys that go to Redis
+	reqs := make([]request, 0, len(keys))
+	for i, k := range keys {
+		if l.denials != nil {
+			if r, ok := l.denials.lookup(k, 1, now); ok {
+				r.Limit = l.limit
+				res[i] = r
+				continue
+			}
+		}
+		idx = append(idx, i)
+		reqs = append(reqs, l.prepare(k, 1, argConsume, now))
+	}
+	if len(reqs) == 0 {
+		return res, nil
+	}
+	replies, errs, err := l.callRedisMany(ctx, reqs)
+	if err != nil && callerDone(ctx) == nil {
+		// One failure for the whole call: report it once.
+		if l.onError != nil {
+			l.onError(ctx, l.wrap(err))
+		}
+	}
+	for j, i := range idx {
+		e, notify := err, false
+		var reply any
+		if e == nil {
+			reply, e, notify = replies[j], errs[j], true
+		}
+		r, ferr := l.finish(ctx, keys[i], 1, argConsume, now, reply, e, notify)
+		if ferr != nil {
+			return nil, ferr
+		}
+		res[i] = r
+	}
+	return res, nil
 }
 
 // decideLocal makes a decision in process memory. A cost above the local
@@ -314,16 +432,6 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 	}
 	r.Limit, r.Degraded = l.localLimit, degraded
 	return r
-}
-
-// appendArgs appends a decision's script arguments to dst: the time (or ""
-// for Redis TIME), the cost n, the mode, and the algorithm's own.
-func (l *Limiter) appendArgs(dst []any, n int, mode any) []any {
-	now := argRedisTime
-	if l.now != nil {
-		now = l.now().UnixMicro()
-	}
-	return append(append(dst, now, n, mode), l.args...)
 }
 
 func (l *Limiter) redisKey(key string) string {

@@ -79,37 +79,106 @@ const localShards = 32
 // expired states when a new key arrives.
 const sweepEvery = int64(time.Second / time.Microsecond)
 
+// expirer is a per-key state that says nothing more from a moment on.
+type expirer interface {
+	// ExpiresAt returns that moment, in µs since the Unix epoch.
+	ExpiresAt() int64
+}
+
+// keyStore is a sharded map from keys to states, holding at most a fixed
+// number of them: states that expired are swept as new keys arrive, and
+// past the bound arbitrary keys are forgotten to make room. Its methods
+// are safe for concurrent use.
+type keyStore[S expirer] struct {
+	seed     maphash.Seed
+	shardMax int // states per shard
+	shards   []keyShard[S]
+}
+
+type keyShard[S expirer] struct {
+	mu        sync.Mutex
+	m         map[string]S // guarded by mu
+	nextSweep int64        // guarded by mu
+}
+
+// init makes s hold at most max states (max >= 1).
+func (s *keyStore[S]) init(max int) {
+	n := min(localShards, max)
+	s.seed, s.shardMax = maphash.MakeSeed(), max/n
+	s.shards = make([]keyShard[S], n)
+	for i := range s.shards {
+		s.shards[i].m = make(map[string]S)
+	}
+}
+
+// shard returns key's shard, locked.
+func (s *keyStore[S]) shard(key string) *keyShard[S] {
+	sh := &s.shards[maphash.String(s.seed, key)%uint64(len(s.shards))]
+	sh.mu.Lock()
+	return sh
+}
+
+// delete drops key's state.
+func (s *keyStore[S]) delete(key string) {
+	sh := s.shard(key)
+	delete(sh.m, key)
+	sh.mu.Unlock()
+}
+
+// len returns the number of states kept.
+func (s *keyStore[S]) len() int {
+	n := 0
+	for i := range s.shards {
+		sh := &s.shards[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
+
+// put stores st as key's state at now (µs), first sweeping expired states
+// at most once every sweepEvery, and forgetting an arbitrary key when the
+// shard is full. sh.mu must be held.
+func (sh *keyShard[S]) put(key string, st S, now int64, max int) {
+	if _, ok := sh.m[key]; ok {
+		sh.m[key] = st
+		return
+	}
+	if now >= sh.nextSweep {
+		for k, v := range sh.m {
+			if v.ExpiresAt() <= now {
+				delete(sh.m, k)
+			}
+		}
+		sh.nextSweep = now + sweepEvery
+	}
+	if len(sh.m) >= max {
+		for k := range sh.m {
+			delete(sh.m, k)
+			break
+		}
+	}
+	sh.m[key] = st
+}
+
 // localStore holds the states of an in-process limiter. Its methods are
 // safe for concurrent use.
 type localStore struct {
+	keyStore[LocalState]
 	alg       LocalAlgorithm
 	instances int
-	seed      maphash.Seed
-	shards    [localShards]localShard
-}
-
-type localShard struct {
-	mu        sync.Mutex
-	m         map[string]LocalState // guarded by mu
-	nextSweep int64                 // guarded by mu
 }
 
 func newLocalStore(alg LocalAlgorithm, instances int) *localStore {
-	s := &localStore{alg: alg, instances: instances, seed: maphash.MakeSeed()}
-	for i := range s.shards {
-		s.shards[i].m = make(map[string]LocalState)
-	}
+	s := &localStore{alg: alg, instances: instances}
+	s.init(MaxLocalKeys)
 	return s
-}
-
-func (s *localStore) shard(key string) *localShard {
-	return &s.shards[maphash.String(s.seed, key)%localShards]
 }
 
 // decide runs one decision on key's state at now (µs).
 func (s *localStore) decide(key string, now int64, n int, consume bool) Result {
 	sh := s.shard(key)
-	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	st, stored := sh.m[key]
 	if !stored || st.ExpiresAt() <= now {
@@ -121,54 +190,10 @@ func (s *localStore) decide(key string, now int64, n int, consume bool) Result {
 		if stored {
 			delete(sh.m, key)
 		}
-	case stored:
-		sh.m[key] = st
 	default:
-		sh.insert(key, st, now)
+		sh.put(key, st, now, s.shardMax)
 	}
 	return r
-}
-
-// reset drops key's state.
-func (s *localStore) reset(key string) {
-	sh := s.shard(key)
-	sh.mu.Lock()
-	defer sh.mu.Unlock()
-	delete(sh.m, key)
-}
-
-// len returns the number of states kept.
-func (s *localStore) len() int {
-	n := 0
-	for i := range s.shards {
-		sh := &s.shards[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
-
-// insert adds a new key, first sweeping expired states at most once every
-// sweepEvery, and forgetting an arbitrary key when the shard is full.
-// sh.mu must be held.
-func (sh *localShard) insert(key string, st LocalState, now int64) {
-	const shardMax = MaxLocalKeys / localShards
-	if now >= sh.nextSweep {
-		for k, v := range sh.m {
-			if v.ExpiresAt() <= now {
-				delete(sh.m, k)
-			}
-		}
-		sh.nextSweep = now + sweepEvery
-	}
-	if len(sh.m) >= shardMax {
-		for k := range sh.m {
-			delete(sh.m, k)
-			break
-		}
-	}
-	sh.m[key] = st
 }
 
 // NewLocalState implements [LocalAlgorithm].

@@ -118,3 +118,32 @@ const DefaultBatchSize = 128
 func WithBatchSize(n int) Option {
 	return func(l *Limiter) { l.maxBatch = n }
 }
+
+// WithDenyCache makes the limiter remember, in process memory, the last
+// denial Redis gave for up to maxKeys keys, and answer the calls on a
+// denied key without Redis until the moment one could succeed: zero round
+// trips while a client floods a key it has exhausted. The answer is the
+// one Redis gave, aged: Allowed false, the same Remaining, and RetryAfter
+// and ResetAfter less the time passed since the denied call was sent.
+//
+// It never admits a call: it denies only what Redis would deny, and stops
+// no later than the real denial does, since RetryAfter counts from when
+// the denied call was sent. A call of a smaller cost than the one denied,
+// which may fit sooner, goes to Redis. It relies on the algorithm's
+// RetryAfter being the earliest moment a call of that cost or more could
+// succeed, as the package's algorithms (and the script contract) promise.
+// [Limiter.Reset] on this limiter clears the key at once; a Reset or a
+// change made by another process is seen at most the remaining RetryAfter
+// later. Past maxKeys denied keys, arbitrary ones are forgotten and go to
+// Redis again. Turn it on where clients retry denied calls without waiting
+// (a flood, a misbehaving client, an attack): denials then cost no round
+// trip. It costs a map lookup a call. maxKeys below 1 makes [New] return an
+// error wrapping [ErrInvalidConfig]. By default there is none.
+func WithDenyCache(maxKeys int) Option {
+	return func(l *Limiter) {
+		l.denyKeys = maxKeys
+		if maxKeys < 1 {
+			l.denyKeys = -1
+		}
+	}
+}

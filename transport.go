@@ -542,6 +542,88 @@ func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, 
 	return reply, err
 }
 
+// callRedisMany sends reqs together, in one pipeline when the client can
+// pipeline (else one after another), within the limiter's timeout for the
+// whole, and keeps the circuit breaker up to date. It returns each
+// request's reply and error, or an error for the whole call as
+// [Limiter.callRedis] does when none was answered in time.
+func (l *Limiter) callRedisMany(ctx context.Context, reqs []request) ([]any, []error, error) {
+	ok, probe := l.breaker.allow()
+	if !ok {
+		return nil, nil, ErrCircuitOpen
+	}
+	start := time.Now()
+	deadline := start.Add(l.timeout)
+	calls := make([]call, len(reqs))
+	batch := make([]*call, len(reqs))
+	for i := range reqs {
+		calls[i].request = reqs[i]
+		batch[i] = &calls[i]
+	}
+	cctx, cancel := context.WithDeadline(ctx, deadline)
+	defer cancel()
+	var err error
+	if l.inline {
+		sendAll(cctx, l.client, batch)
+	} else if l.abandoned.Load() >= maxAbandoned {
+		err = fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
+	} else {
+		// The client does not bound socket reads by the deadline: send on
+		// a goroutine of its own, which ends by itself, bounded by
+		// go-redis's timeouts, if the caller stops waiting.
+		done := make(chan struct{})
+		go func() {
+			sendAll(cctx, l.client, batch)
+			close(done)
+		}()
+		t := time.NewTimer(time.Until(deadline))
+		defer t.Stop()
+		select {
+		case <-done:
+		case <-t.C:
+			err = context.DeadlineExceeded
+		case <-ctx.Done():
+			err = context.DeadlineExceeded
+		}
+		if err != nil {
+			l.abandoned.Add(1)
+			go func() {
+				<-done
+				l.abandoned.Add(-1)
+			}()
+		}
+	}
+	if err == nil {
+		replies, errs := make([]any, len(reqs)), make([]error, len(reqs))
+		var down error
+		for i, c := range batch {
+			replies[i], errs[i] = c.reply, c.err
+			if c.err != nil && down == nil && outage(c.err) {
+				down = c.err
+			}
+		}
+		if down == nil {
+			l.breaker.success()
+		} else {
+			l.breaker.failure(probe, start.UnixNano())
+		}
+		return replies, errs, nil
+	}
+	return nil, nil, l.failed(ctx, err, probe, start)
+}
+
+// sendAll sends the calls of batch together on c: in one pipeline when c
+// can pipeline, else one after another.
+func sendAll(ctx context.Context, c redis.Scripter, batch []*call) {
+	if p, ok := c.(pipeliner); ok {
+		sendBatch(ctx, p, batch)
+		return
+	}
+	for _, b := range batch {
+		b.reply, b.err = send(ctx, c, &b.request)
+	}
+}
+
 // failed updates the circuit breaker after a call, started at start, that
 // ended with err, and returns the error to report: the caller's context
 // error, an error wrapping [ErrTimeout] past the limiter's timeout, or err.
