@@ -366,9 +366,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 			t.Fatal(err)
 		}
 		for i := 0; i < 3; i++ {
-			if err := c.ScriptFlush(ctx).Err(); err != nil {
-				t.Fatal(err)
-			}
+			flushScripts(t, c)
 			counting.reset()
 			if _, err := lim.Allow(ctx, "k"); err != nil {
 				t.Fatalf("Allow after SCRIPT FLUSH: %v", err)

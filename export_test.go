@@ -5,3 +5,6 @@ func RedisKey(l *Limiter, key string) string { return l.redisKey(key) }
 
 // ParseReply exposes the reply parser.
 var ParseReply = parseReply
+
+// DenyKeys returns how many keys l's deny cache holds.
+func DenyKeys(l *Limiter) int { return l.denials.len() }

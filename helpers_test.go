@@ -127,8 +127,8 @@ type limiterBackend struct {
 }
 
 // limiterBackends runs f as a subtest on every backend: miniredis, a real
-// redis-server, a real three-master Redis Cluster and the in-process
-// limiter.
+// redis-server, a real three-master Redis Cluster, a ring of two real
+// redis-servers and the in-process limiter.
 func limiterBackends(t *testing.T, f func(t *testing.T, b limiterBackend)) {
 	t.Helper()
 	redistest.ForEach(t, func(t *testing.T, rb redistest.Backend) {
@@ -137,6 +137,10 @@ func limiterBackends(t *testing.T, f func(t *testing.T, b limiterBackend)) {
 	t.Run("redis-cluster", func(t *testing.T) {
 		cl := redistest.StartCluster(t, 3, 0)
 		f(t, limiterBackend{name: "redis-cluster", client: func(t *testing.T) redis.UniversalClient { return cl.Client() }})
+	})
+	t.Run("redis-ring", func(t *testing.T) {
+		ring, _ := redistest.StartRing(t, 2)
+		f(t, limiterBackend{name: "redis-ring", client: func(t *testing.T) redis.UniversalClient { return ring }})
 	})
 	t.Run("in-process", func(t *testing.T) { f(t, limiterBackend{name: "in-process"}) })
 }
@@ -238,15 +242,22 @@ func testPrefix(t testing.TB) string {
 }
 
 // keysUnder returns how many keys start with the running test's prefix.
-// On a cluster it counts the keys of every master.
+// On a cluster or a ring it counts the keys of every node.
 func keysUnder(t testing.TB, c redis.Cmdable) int {
 	t.Helper()
 	ctx := context.Background()
 	pattern := testPrefix(t) + "*"
-	if cc, ok := c.(*redis.ClusterClient); ok {
+	var each func(context.Context, func(context.Context, *redis.Client) error) error
+	switch cc := c.(type) {
+	case *redis.ClusterClient:
+		each = cc.ForEachMaster
+	case *redis.Ring:
+		each = cc.ForEachShard
+	}
+	if each != nil {
 		var mu sync.Mutex
 		n := 0
-		err := cc.ForEachMaster(ctx, func(ctx context.Context, m *redis.Client) error {
+		err := each(ctx, func(ctx context.Context, m *redis.Client) error {
 			keys, err := m.Keys(ctx, pattern).Result()
 			mu.Lock()
 			n += len(keys)
@@ -254,7 +265,7 @@ func keysUnder(t testing.TB, c redis.Cmdable) int {
 			return err
 		})
 		if err != nil {
-			t.Fatalf("KEYS on every master: %v", err)
+			t.Fatalf("KEYS on every node: %v", err)
 		}
 		return n
 	}
@@ -263,4 +274,19 @@ func keysUnder(t testing.TB, c redis.Cmdable) int {
 		t.Fatalf("KEYS: %v", err)
 	}
 	return len(keys)
+}
+
+// flushScripts empties the script cache of every node of c.
+func flushScripts(t testing.TB, c redis.UniversalClient) {
+	t.Helper()
+	ctx := context.Background()
+	var err error
+	if r, ok := c.(*redis.Ring); ok {
+		err = r.ForEachShard(ctx, func(ctx context.Context, s *redis.Client) error { return s.ScriptFlush(ctx).Err() })
+	} else {
+		err = c.ScriptFlush(ctx).Err()
+	}
+	if err != nil {
+		t.Fatalf("SCRIPT FLUSH: %v", err)
+	}
 }

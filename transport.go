@@ -596,18 +596,26 @@ func (l *Limiter) callRedisMany(ctx context.Context, reqs []request) ([]any, []e
 	if err == nil {
 		replies, errs := make([]any, len(reqs)), make([]error, len(reqs))
 		var down error
+		answered := false
 		for i, c := range batch {
 			replies[i], errs[i] = c.reply, c.err
-			if c.err != nil && down == nil && outage(c.err) {
+			switch {
+			case c.err == nil || !outage(c.err):
+				answered = true
+			case down == nil:
 				down = c.err
 			}
 		}
-		if down == nil {
+		switch {
+		case down == nil:
 			l.breaker.success()
-		} else {
+			return replies, errs, nil
+		case answered:
+			// Some nodes answered: each key keeps its own outcome.
 			l.breaker.failure(probe, start.UnixNano())
+			return replies, errs, nil
 		}
-		return replies, errs, nil
+		err = down // none answered: one failure for the whole call
 	}
 	return nil, nil, l.failed(ctx, err, probe, start)
 }
