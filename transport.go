@@ -204,8 +204,7 @@ type call struct {
 	// For a call sent alone on a worker:
 	ctx    context.Context // the caller's
 	client redis.Scripter
-	l      *Limiter   // whose abandoned count a late finish lowers
-	t      *transport // whose slot the worker frees, or nil
+	l      *Limiter // whose abandoned count a late finish lowers
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -225,7 +224,7 @@ func newCall(r request, deadline time.Time, state int32) *call {
 func (c *call) recycle() {
 	c.timer.Stop()
 	c.request, c.reply, c.err = request{}, nil, nil
-	c.ctx, c.client, c.l, c.t = nil, nil, nil, nil
+	c.ctx, c.client, c.l = nil, nil, nil
 	callPool.Put(c)
 }
 
@@ -267,12 +266,9 @@ func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 // caller, or, if the caller gave up, drops it.
 func (c *call) run() {
 	c.reply, c.err = send(c.ctx, c.client, &c.request)
-	l, t := c.l, c.t
+	l := c.l
 	if !c.finish() {
 		l.abandoned.Add(-1)
-	}
-	if t != nil {
-		t.release()
 	}
 }
 
@@ -316,6 +312,8 @@ type transport struct {
 	client   redis.Scripter
 	pipe     pipeliner
 	maxBatch int
+	inline   bool         // the client bounds socket reads by context deadlines
+	stalled  atomic.Int32 // batches whose callers all gave up, still waiting for Redis
 
 	mu       sync.Mutex
 	inflight int     // sends in flight, alone or batched; guarded by mu
@@ -368,7 +366,7 @@ func (t *transport) take() []*call {
 // when the queue is empty.
 func (t *transport) flush(batch []*call) {
 	for {
-		sendQueued(t.pipe, batch)
+		t.sendQueued(batch)
 		t.mu.Lock()
 		if len(t.queue) == 0 {
 			t.inflight--
@@ -382,8 +380,11 @@ func (t *transport) flush(batch []*call) {
 
 // sendQueued sends the calls of batch whose callers still wait, in one
 // pipeline bounded by the latest of their deadlines, and hands each caller
-// its outcome.
-func sendQueued(pipe pipeliner, batch []*call) {
+// its outcome. On a client that does not bound socket reads by a context's
+// deadline, the pipeline goes out on a goroutine of its own, which
+// finishes alone if Redis is slower than every caller's deadline, so that
+// a stalled node holds no slot longer than its callers wait.
+func (t *transport) sendQueued(batch []*call) {
 	live := batch[:0]
 	var deadline time.Time
 	for _, c := range batch {
@@ -397,11 +398,43 @@ func sendQueued(pipe pipeliner, batch []*call) {
 	if len(live) == 0 {
 		return
 	}
+	if !t.inline && t.stalled.Load() >= maxAbandoned {
+		err := fmt.Errorf("%w: %d timed-out batches still wait for Redis", ErrCircuitOpen, maxAbandoned)
+		for _, c := range live {
+			c.err = err
+			c.finish()
+		}
+		return
+	}
 	ctx, cancel := context.WithDeadline(context.Background(), deadline)
-	sendBatch(ctx, pipe, live)
-	cancel()
-	for _, c := range live {
-		c.finish()
+	send := func() {
+		sendBatch(ctx, t.pipe, live)
+		cancel()
+		for _, c := range live {
+			c.finish()
+		}
+	}
+	if t.inline {
+		send()
+		return
+	}
+	done := make(chan struct{})
+	go func() {
+		send()
+		close(done)
+	}()
+	timer := time.NewTimer(time.Until(deadline))
+	defer timer.Stop()
+	select {
+	case <-done:
+	case <-timer.C:
+		// Every caller has given up; the goroutine ends by itself,
+		// bounded by go-redis's timeouts.
+		t.stalled.Add(1)
+		go func() {
+			<-done
+			t.stalled.Add(-1)
+		}()
 	}
 }
 
@@ -446,7 +479,7 @@ func sharedTransport(client redis.Scripter, maxBatch int) *transport {
 	if t := transports.m[k].Value(); t != nil {
 		return t
 	}
-	t := &transport{client: client, pipe: client.(pipeliner), maxBatch: maxBatch}
+	t := &transport{client: client, pipe: client.(pipeliner), maxBatch: maxBatch, inline: honoursDeadlines(client)}
 	if transports.m == nil {
 		transports.m = make(map[transportKey]weak.Pointer[transport])
 	}
@@ -507,8 +540,12 @@ func (l *Limiter) callRedis(ctx context.Context, r request) (any, error) {
 
 // sendAlone sends r by itself, on the caller's goroutine when the client
 // allows it, or else on a worker, and frees t's slot, if t is not nil,
-// once the send ends.
+// once the caller stops waiting: a send that outlives its caller holds
+// no slot.
 func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, t *transport) (any, error) {
+	if t != nil {
+		defer t.release()
+	}
 	if l.inline {
 		// The client bounds socket reads, dials and pool waits by the
 		// context's deadline; a caller's earlier deadline wins.
@@ -518,20 +555,13 @@ func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, 
 			cctx, cancel = context.WithDeadline(ctx, deadline)
 			defer cancel()
 		}
-		reply, err := send(cctx, l.client, &r)
-		if t != nil {
-			t.release()
-		}
-		return reply, err
+		return send(cctx, l.client, &r)
 	}
 	if l.abandoned.Load() >= maxAbandoned {
-		if t != nil {
-			t.release()
-		}
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
 	c := newCall(r, deadline, callSent)
-	c.ctx, c.client, c.l, c.t = ctx, l.client, l, t
+	c.ctx, c.client, c.l = ctx, l.client, l
 	dispatch(c)
 	reply, err, gaveUp := c.wait(ctx)
 	if gaveUp {
