@@ -26,9 +26,17 @@
 //
 // Every algorithm keeps these:
 //
-//   - One decision is one round trip: one EVALSHA in steady state. When
-//     Redis does not have the script (after a restart or SCRIPT FLUSH) the
-//     call falls back to EVAL once: an extra round trip, never an error.
+//   - One decision is one script call: one EVALSHA in steady state, in a
+//     round trip of its own or shared with concurrent decisions (see
+//     Batching). When Redis does not have the script (after a restart,
+//     a failover or SCRIPT FLUSH) the call is sent again as EVAL: an
+//     extra round trip, never an error.
+//   - At most once: a decision's script runs at most once in Redis, even
+//     when its reply is lost (a read timeout, a connection closed after
+//     the write). go-redis re-sends such a command by default (MaxRetries
+//     3), which would charge one call several units; the limiter's
+//     commands tell go-redis not to, and the caller gets the error
+//     instead, which the failure policy handles.
 //   - Atomic: reading the state, deciding, writing it and setting its TTL
 //     happen inside one script. Every key a script writes gets a TTL in that
 //     script, and a key found without one gets one. No key lives forever;
@@ -68,6 +76,35 @@
 // is a valid key. Limiters with different parameters of the same algorithm
 // share state when they share a prefix: give each its own [WithPrefix].
 // With [WithHashedKeys], K is replaced by a keyed hash of it, 32 hex digits.
+//
+// # Batching
+//
+// Decisions made at the same time share round trips. A decision that
+// finds fewer than two sends in flight on its client goes at once, alone,
+// so a lone caller never waits for others; one that finds two joins a
+// queue, and when a send ends, every queued decision (up to
+// [WithBatchSize], 128 by default) goes out as one pipeline of EVALSHAs:
+// one round trip per Redis node for all of them, each still deciding for
+// itself. Limiters that share a *redis.Client, *redis.ClusterClient or
+// *redis.Ring (and a batch size) share the queue. Every decision keeps its
+// own guarantees: its timeout counts from when it was made, including its
+// time in the queue; one that gives up before its batch is sent is never
+// sent; the breaker and the failure policy see its own outcome. On a
+// cluster the pipeline splits per node. WithBatchSize(1) turns batching
+// off. Other [redis.Scripter] implementations, go-redis's AutoPipeliner
+// among them, are not batched by the limiter.
+//
+// [Limiter.AllowMany] decides many keys in one pipeline: one round trip
+// per node instead of one per key.
+//
+// # Deny cache
+//
+// [WithDenyCache] keeps the last denial Redis gave for each key in process
+// memory and answers calls on that key without Redis until one could
+// succeed. A client that floods a key it has exhausted then costs no round
+// trip. The cache only denies what Redis would deny, never admits, and
+// stops no later than the denial in Redis does. Another process's Reset is
+// seen at most the remaining RetryAfter later.
 //
 // # Redis Cluster
 //
@@ -124,23 +161,28 @@
 //
 // A decision waits for Redis at most the limiter's timeout: [WithTimeout],
 // [DefaultTimeout] (500ms) unless set. It is counted from when the call
-// starts and covers go-redis's pool waits, dials, retries and the EVAL
-// after a NOSCRIPT. The bound also holds on clients built with default
-// options, where go-redis lets a stalled socket read run for its
-// ReadTimeout (3s) whatever the context says: there the call runs on a
-// shared worker goroutine, the decision stops waiting at the timeout, and
-// the worker ends by itself once go-redis's own read timeout has passed.
-// At most 128 such abandoned calls per limiter may be pending; beyond that,
-// decisions go straight to the policy, so goroutines do not pile up during
-// an outage. On a *redis.Client, *redis.ClusterClient or *redis.Ring with
-// ContextTimeoutEnabled, the call runs on the caller's goroutine under the
-// deadline, which saves the hand-off to a worker (two goroutine wake-ups,
-// some 20µs a call on a small virtual machine): set it where latency
-// matters. go-redis's retries (MaxRetries, 3 by default) happen within the
-// timeout; with a short timeout they rarely fit, and MaxRetries -1 saves
-// their back-off. A call given up on may still run in Redis and consume,
-// and a retry after a connection broke mid-call may run a decision twice:
-// either way a key is charged more, never less, so the limit still holds.
+// starts and covers its time in a batch's queue, go-redis's pool waits,
+// dials and the EVAL after a NOSCRIPT. The bound also holds on clients
+// built with default options, where go-redis lets a stalled socket read
+// run for its ReadTimeout (3s) whatever the context says: there the call
+// runs on a shared worker goroutine (a batch, on a goroutine of its own),
+// the decision stops waiting at the timeout, and the worker ends by
+// itself once go-redis's own read timeout has passed. At most 128 such
+// abandoned calls per limiter may be pending; beyond that, decisions go
+// straight to the policy, so goroutines do not pile up during an outage.
+// On a *redis.Client, *redis.ClusterClient or *redis.Ring with
+// ContextTimeoutEnabled, a lone call runs on the caller's goroutine under
+// the deadline, which saves the hand-off to a worker (two goroutine
+// wake-ups a call): set it where latency matters. (go-redis's
+// Client.WithTimeout would bound reads without it, but its copy drops the
+// client's hooks, tracing among them, so the limiter does not use it.)
+// go-redis does not retry the limiter's commands (see Guarantees), so a
+// lost reply is an error within the timeout, never a second charge. A
+// call given up on may still run in Redis and consume: a key is charged
+// more, never less, so the limit still holds. Other [redis.Scripter]
+// implementations get the script through [redis.Script.Run], which
+// go-redis may re-send after a lost reply; go-redis's AutoPipeliner is
+// not one of them.
 //
 // A circuit breaker keeps an outage from costing a timeout per decision:
 // after 5 failed calls in a row, with no call succeeding since the last of
@@ -181,9 +223,10 @@
 // part by implementing [LocalAlgorithm].
 //
 // Recovery needs nothing from the caller: once Redis answers a probe,
-// decisions come from Redis again. After a restart or a SCRIPT FLUSH the
-// script is sent again with EVAL on the first NOSCRIPT, costing one extra
-// round trip, never an error. [New] never contacts Redis, so a limiter can
+// decisions come from Redis again. After a restart, a failover or a
+// SCRIPT FLUSH the calls that get NOSCRIPT are sent again as EVAL, which
+// also loads the script on that node, costing one extra round trip, never
+// an error, in batches too. [New] never contacts Redis, so a limiter can
 // be built while Redis is down; scripts are not preloaded.
 //
 // # Concurrency

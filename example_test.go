@@ -176,3 +176,43 @@ func Example_customAlgorithm() {
 	// false 10 6h0m0s
 	// redislimit: invalid configuration: daily quota must be at least 1
 }
+
+func ExampleLimiter_AllowMany() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// One request may touch several rate-limited resources: decide them
+	// all in one round trip.
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(2, time.Minute))
+	res, err := lim.AllowMany(ctx, []string{"user:7", "org:3", "user:7", "user:7"})
+	if err != nil {
+		panic(err)
+	}
+	for _, r := range res {
+		fmt.Println(r.Allowed, r.Remaining)
+	}
+	// Output:
+	// true 1
+	// true 1
+	// true 0
+	// false 0
+}
+
+func ExampleWithDenyCache() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// A client that keeps calling after it is denied is answered from
+	// process memory until its limit lets it through again.
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(1, time.Hour), redislimit.WithDenyCache(10_000))
+	for i := 0; i < 3; i++ {
+		res, _ := lim.Allow(ctx, "203.0.113.7")
+		fmt.Println(res.Allowed, res.RetryAfter > 59*time.Minute)
+	}
+	// Output:
+	// true false
+	// false true
+	// false true
+}
