@@ -29,6 +29,15 @@ func BenchmarkNaive(b *testing.B) {
 // whose limit is never reached and on a saturated key.
 func BenchmarkRedislimit(b *testing.B) { harness.Limiters(b, target) }
 
+// BenchmarkDenyCache measures calls on one exhausted token-bucket key by
+// 1 and 64 goroutines, without and with WithDenyCache: ns/op and the
+// script calls Redis ran per decision (script-calls/op).
+func BenchmarkDenyCache(b *testing.B) { harness.HotDeniedKey(b, target) }
+
+// BenchmarkAllowMany measures one AllowMany of 1,000 keys against 1,000
+// Allow calls in a row: ns/op per 1,000 decisions and round trips each.
+func BenchmarkAllowMany(b *testing.B) { harness.AllowMany(b, target) }
+
 // BenchmarkKeyMemory reports the Redis memory of one key after 100 and 1000
 // allowed calls (B/key@100, B/key@1000).
 func BenchmarkKeyMemory(b *testing.B) {

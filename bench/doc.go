@@ -11,8 +11,13 @@
 // to an embedded miniredis and say loudly that the figures mean nothing,
 // unless REDISLIMIT_REQUIRE_REDIS=1 makes that a failure. Each reports
 // roundtrips/op, redis-usec/op (INFO commandstats) and redis-cpu-usec/op
-// (INFO cpu) beside ns/op and allocs/op. The peers are in the nested module
-// bench/peers, so that the library's go.mod never requires them.
+// (INFO cpu) beside ns/op and allocs/op. BenchmarkDenyCache measures a hot
+// denied key with and without WithDenyCache (script-calls/op, from INFO
+// commandstats), BenchmarkAllowMany one AllowMany of 1,000 keys against
+// 1,000 Allow calls. The peers, and the throughput benchmarks that compare
+// with them and with the Redis-bound ceiling (redis-benchmark, when
+// installed), are in the nested module bench/peers, so that the library's
+// go.mod never requires them.
 //
 // Users run this package; nobody imports it.
 package bench

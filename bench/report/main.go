@@ -1,6 +1,10 @@
 // Command report runs redislimit's benchmarks (bench/) and the peers'
 // (bench/peers) in interleaved rounds, summarises them with benchstat, and
-// writes a Markdown table to stdout and bench/RESULTS.md.
+// writes Markdown tables to stdout and bench/RESULTS.md: one per package,
+// then the throughput on 10,000 keys against redis_rate, go-redis's
+// AutoPipeliner and the Redis-bound ceiling (redis-benchmark, when
+// installed), the hot denied key with and without the deny cache, AllowMany
+// against Allow in a row, and the targets.
 //
 // Run it from the repository root:
 //
@@ -249,7 +253,32 @@ const (
 	luaFloor  = "Floor/evalsha-return-1"
 	incrExp   = "Naive/incr+expire"
 	redisRate = "Peer/redis_rate"
+
+	// Issue #9's benchmarks: BenchmarkThroughput and BenchmarkCeiling
+	// (bench/peers), BenchmarkDenyCache and BenchmarkAllowMany (bench/).
+	throughput = "Throughput/"
+	ceiling    = "Ceiling/redis-benchmark-P64"
+	denyCache  = "DenyCache/"
+	allowMany  = "AllowMany/allow-many"
+	allowSeq   = "AllowMany/allow-sequential"
 )
+
+// Rows of the throughput table: BenchmarkThroughput's subjects, and the
+// goroutine counts each runs at.
+var (
+	throughputSubjects = []struct{ name, desc string }{
+		{"redislimit", "redislimit, default options (batching on)"},
+		{"redislimit-batch1", "redislimit, WithBatchSize(1) (no batching)"},
+		{"redislimit-autopipeline", "redislimit on go-redis's AutoPipeliner"},
+		{"redis_rate", "redis_rate"},
+	}
+	throughputGoroutines = []int{1, 8, 64}
+)
+
+// spread returns the name of a BenchmarkThroughput row.
+func spread(subject string, g int) string {
+	return throughput + subject + "/g" + strconv.Itoa(g)
+}
 
 // subjects returns the subjects of s (names without /seq and /par), in
 // the order the benchmarks ran.
@@ -301,6 +330,12 @@ func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, s
 	table(&b, runs["bench"], runs["bench"])
 	fmt.Fprintf(&b, "\n## Peers, in their own process with the same floors (bench/peers)\n\n")
 	table(&b, runs["peers"], runs["peers"])
+	fmt.Fprintf(&b, "\n## Throughput on 10,000 keys (bench/peers)\n\n")
+	throughputTable(&b, runs["peers"])
+	fmt.Fprintf(&b, "\n## A hot denied key (bench/)\n\n")
+	denyCacheTable(&b, runs["bench"])
+	fmt.Fprintf(&b, "\n## AllowMany (bench/)\n\n")
+	allowManyTable(&b, runs["bench"])
 	fmt.Fprintf(&b, "\n## Targets\n\n")
 	targets(&b, runs["bench"], runs["peers"])
 	fmt.Fprintf(&b, "\n<details><summary>benchstat output</summary>\n\n```\n%s```\n\n</details>\n", text)
@@ -352,6 +387,83 @@ func table(b *strings.Builder, s, mem *stats) {
 			num(s.get(seq, "redis-cpu-usec/op"), 1),
 			num(mem.get(memoryName(name), "B/key@100"), 0),
 			num(mem.get(memoryName(name), "B/key@1000"), 0))
+	}
+}
+
+// throughputTable prints BenchmarkThroughput's rows and the ceiling from
+// BenchmarkCeiling, all from the run of bench/peers.
+func throughputTable(b *strings.Builder, s *stats) {
+	ceil := s.get(ceiling, "calls/s")
+	fmt.Fprintf(b, "Decisions per second by exactly 1, 8 and 64 goroutines, each decision on the next of 10,000 keys "+
+		"of a token bucket that never denies (1,000,000 a second, burst 1,000,000), every subject on a go-redis client "+
+		"built with default options, in one process. × redis_rate and × redislimit compare with those rows at the "+
+		"same goroutine count; the share of the ceiling compares with redis-benchmark -P 64 running the same script "+
+		"by EVALSHA, with the same arguments, on the same server (%s calls/s). Round trips, script calls and Redis CPU "+
+		"are per decision.\n\n", num(ceil, 0))
+	fmt.Fprintf(b, "| subject | goroutines | decisions/s | × redis_rate | × redislimit | share of ceiling | round trips | script calls | Redis process CPU µs | ns/op | allocs/op |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, sub := range throughputSubjects {
+		for _, g := range throughputGoroutines {
+			n := spread(sub.name, g)
+			dps := s.get(n, "decisions/s")
+			share := "–"
+			if !math.IsNaN(dps) && !math.IsNaN(ceil) && ceil > 0 {
+				share = fmt.Sprintf("%.0f%%", 100*dps/ceil)
+			}
+			fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+				sub.desc, g, num(dps, 0),
+				ratio(dps, s.get(spread("redis_rate", g), "decisions/s")),
+				ratio(dps, s.get(spread("redislimit", g), "decisions/s")),
+				share,
+				num(s.get(n, "roundtrips/op"), 3),
+				num(s.get(n, "script-calls/op"), 2),
+				num(s.get(n, "redis-cpu-usec/op"), 1),
+				num(s.get(n, "sec/op")*1e9, 0),
+				num(s.get(n, "allocs/op"), 0))
+		}
+	}
+	fmt.Fprintf(b, "| ceiling: redis-benchmark -P 64, 50 connections | – | %s | – | – | 100%% | – | 1.00 | – | – | – |\n", num(ceil, 0))
+	if math.IsNaN(ceil) {
+		fmt.Fprintf(b, "\nNo ceiling: redis-benchmark was not installed or the target was not a Redis server (see the benchmark log).\n")
+	}
+}
+
+// denyCacheTable prints BenchmarkDenyCache's rows, from the run of bench/.
+func denyCacheTable(b *strings.Builder, s *stats) {
+	fmt.Fprintf(b, "Calls on one token-bucket key exhausted beforehand by another limiter, by 1 and 64 goroutines, "+
+		"every call denied, without and with WithDenyCache(1000) (which starts empty). Script calls are the EVALSHA "+
+		"and EVAL calls Redis ran (INFO commandstats), per decision.\n\n")
+	fmt.Fprintf(b, "| deny cache | goroutines | ns/op | decisions/s | script calls/decision | round trips/decision | allocs/op | speed-up |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, mode := range []string{"off", "on"} {
+		for _, g := range []int{1, 64} {
+			n := fmt.Sprintf("%s%s/g%d", denyCache, mode, g)
+			off := fmt.Sprintf("%soff/g%d", denyCache, g)
+			ns := s.get(n, "sec/op")
+			fmt.Fprintf(b, "| %s | %d | %s | %s | %s | %s | %s | %s |\n",
+				mode, g, num(ns*1e9, 0), num(s.get(n, "decisions/s"), 0),
+				num(s.get(n, "script-calls/op"), 4), num(s.get(n, "roundtrips/op"), 4),
+				num(s.get(n, "allocs/op"), 0), ratio(s.get(off, "sec/op"), ns))
+		}
+	}
+}
+
+// allowManyTable prints BenchmarkAllowMany's rows, from the run of bench/.
+func allowManyTable(b *strings.Builder, s *stats) {
+	fmt.Fprintf(b, "One AllowMany of 1,000 keys against 1,000 Allow calls in a row, on a token bucket that never denies, "+
+		"on a client with default options, one goroutine.\n\n")
+	fmt.Fprintf(b, "| way | ns per 1,000 decisions | round trips | script calls/decision | Redis µs per 1,000 | allocs per 1,000 | speed-up |\n")
+	fmt.Fprintf(b, "|---|---:|---:|---:|---:|---:|---:|\n")
+	seq := s.get(allowSeq, "sec/op")
+	for _, r := range []struct{ name, desc string }{
+		{allowMany, "AllowMany(1,000 keys)"},
+		{allowSeq, "1,000 × Allow"},
+	} {
+		ns := s.get(r.name, "sec/op")
+		fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s |\n",
+			r.desc, num(ns*1e9, 0), num(s.get(r.name, "roundtrips/op"), 2),
+			num(s.get(r.name, "script-calls/decision"), 2), num(s.get(r.name, "redis-usec/op"), 0),
+			num(s.get(r.name, "allocs/op"), 0), ratio(seq, ns))
 	}
 }
 
@@ -450,6 +562,33 @@ func targets(b *strings.Builder, bench, peers *stats) {
 			fmt.Sprintf("%s/s vs %s/s = %s", num(ours, 0), num(rr, 0), ratio(ours, rr)),
 			ours >= 1.3*rr, known(ours, rr))
 	}
+	// Issue #9: throughput, the ceiling, the lone decision, the deny
+	// cache and AllowMany, each from one process's run.
+	ours64 := peers.get(spread("redislimit", 64), "decisions/s")
+	rr64 := peers.get(spread("redis_rate", 64), "decisions/s")
+	ceil := peers.get(ceiling, "calls/s")
+	row("token-bucket, 64 goroutines on 10,000 keys: decisions/s ≥ 3× redis_rate's",
+		fmt.Sprintf("%s/s vs %s/s = %s", num(ours64, 0), num(rr64, 0), ratio(ours64, rr64)),
+		ours64 >= 3*rr64, known(ours64, rr64))
+	row("token-bucket, 64 goroutines on 10,000 keys: ≥ 70% of the Redis-bound ceiling (redis-benchmark -P 64)",
+		fmt.Sprintf("%s/s vs %s/s = %s", num(ours64, 0), num(ceil, 0), ratio(ours64, ceil)),
+		ours64 >= 0.7*ceil, known(ours64, ceil))
+	lone, rrLone := peers.get(spread("redislimit", 1), "sec/op"), peers.get(spread("redis_rate", 1), "sec/op")
+	row("lone decision on a default-options client: client time ≤ 1.00× redis_rate's",
+		fmt.Sprintf("%s µs / %s µs = %s", num(lone*1e6, 2), num(rrLone*1e6, 2), ratio(lone, rrLone)),
+		lone <= rrLone, known(lone, rrLone))
+	for _, g := range []string{"1 goroutine", "64 goroutines"} {
+		n, _, _ := strings.Cut(g, " ")
+		calls := bench.get(denyCache+"on/g"+n, "script-calls/op")
+		row(fmt.Sprintf("deny cache, hot denied key, %s: ≤ 0.05 script calls per decision", g),
+			num(calls, 4), calls <= 0.05, known(calls))
+	}
+	trips := bench.get(allowMany, "roundtrips/op")
+	row("AllowMany of 1,000 keys: one round trip", num(trips, 2), trips <= 1, known(trips))
+	many, seq := bench.get(allowMany, "sec/op"), bench.get(allowSeq, "sec/op")
+	row("AllowMany of 1,000 keys: ≥ 10× faster than 1,000 Allow calls",
+		fmt.Sprintf("%s ms vs %s ms: %s faster", num(many*1e3, 2), num(seq*1e3, 2), ratio(seq, many)),
+		seq >= 10*many, known(many, seq))
 	rrMem := peers.get(memoryName(redisRate+"/allowed"), "B/key@1000")
 	for _, a := range algs[:2] {
 		ours := bench.get(memoryName(a.name), "B/key@1000")

@@ -15,7 +15,7 @@ func TestParseCommandStats(t *testing.T) {
 	info := "# Commandstats\r\n" +
 		"cmdstat_evalsha:calls=10,usec=50,usec_per_call=5.00,rejected_calls=0,failed_calls=0\r\n" +
 		"cmdstat_script|load:calls=2,usec=7,usec_per_call=3.50,rejected_calls=0,failed_calls=0\r\n" +
-		"cmdstat_script|exists:calls=1,usec=1,usec_per_call=1.00,rejected_calls=0,failed_calls=0\r\n" +
+		"cmdstat_script|exists:calls=1,usec=1,usec_per_call=1.00,rejected_calls=1,failed_calls=2\r\n" +
 		"cmdstat_INCR:calls=3,usec=2,usec_per_call=0.67\r\n"
 	got, err := ParseCommandStats(info)
 	if err != nil {
@@ -23,7 +23,7 @@ func TestParseCommandStats(t *testing.T) {
 	}
 	want := map[string]CmdStat{
 		"evalsha": {Calls: 10, Usec: 50},
-		"script":  {Calls: 3, Usec: 8},
+		"script":  {Calls: 3, Usec: 8, Errors: 3},
 		"incr":    {Calls: 3, Usec: 2},
 	}
 	if diff := cmp.Diff(want, got); diff != "" {

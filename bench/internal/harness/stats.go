@@ -14,6 +14,9 @@ import (
 type CmdStat struct {
 	Calls int64 // calls, including those made from scripts and EXEC
 	Usec  int64 // server time in microseconds, a script's inner calls included
+	// Errors is rejected_calls plus failed_calls (Redis 7 and later): the
+	// calls that returned an error.
+	Errors int64
 }
 
 // CommandStats returns INFO commandstats by lower-case command name, with
@@ -45,12 +48,8 @@ func ParseCommandStats(info string) (map[string]CmdStat, error) {
 		var seen int
 		for _, f := range strings.Split(fields, ",") {
 			k, v, _ := strings.Cut(f, "=")
-			var dst *int64
 			switch k {
-			case "calls":
-				dst = &s.Calls
-			case "usec":
-				dst = &s.Usec
+			case "calls", "usec", "rejected_calls", "failed_calls":
 			default:
 				continue
 			}
@@ -58,14 +57,22 @@ func ParseCommandStats(info string) (map[string]CmdStat, error) {
 			if err != nil {
 				return nil, fmt.Errorf("commandstats: %s in %q: %w", k, line, err)
 			}
-			*dst = n
-			seen++
+			switch k {
+			case "calls":
+				s.Calls = n
+				seen++
+			case "usec":
+				s.Usec = n
+				seen++
+			default:
+				s.Errors += n
+			}
 		}
 		if seen != 2 {
 			return nil, fmt.Errorf("commandstats: no calls or usec in %q", line)
 		}
 		prev := out[name]
-		out[name] = CmdStat{Calls: prev.Calls + s.Calls, Usec: prev.Usec + s.Usec}
+		out[name] = CmdStat{Calls: prev.Calls + s.Calls, Usec: prev.Usec + s.Usec, Errors: prev.Errors + s.Errors}
 	}
 	return out, nil
 }
@@ -150,6 +157,9 @@ type Meter struct {
 	ctr    *Counter
 	before map[string]CmdStat
 	cpu    float64 // process CPU µs at the start; -1 when not measured
+	// scripts is the script calls Redis ran in the section, set by Done;
+	// -1 when not measured.
+	scripts int64
 }
 
 // Measure resets ctr, takes the INFO commandstats snapshot and returns a
@@ -158,7 +168,7 @@ type Meter struct {
 func Measure(b *testing.B, t *Target, ctr *Counter) *Meter {
 	b.Helper()
 	b.ReportAllocs()
-	m := &Meter{b: b, t: t, ctr: ctr, cpu: -1}
+	m := &Meter{b: b, t: t, ctr: ctr, cpu: -1, scripts: -1}
 	if t.Real() {
 		s, err := CommandStats(context.Background(), t.admin)
 		if err != nil {
@@ -199,6 +209,7 @@ func (m *Meter) Done() {
 	if err != nil {
 		b.Fatal(err)
 	}
+	m.scripts = ScriptCalls(m.before, after)
 	b.ReportMetric(ServerUsec(m.before, after, sent)/float64(b.N), "redis-usec/op")
 	b.ReportMetric(float64(InnerCalls(m.before, after, sent))/float64(b.N), "inner-calls/op")
 	if m.cpu >= 0 {
@@ -209,3 +220,19 @@ func (m *Meter) Done() {
 		b.ReportMetric((cpu-m.cpu)/float64(b.N), "redis-cpu-usec/op")
 	}
 }
+
+// ScriptCalls returns the script calls (EVAL, EVALSHA and their _RO
+// forms) that Redis ran between two INFO commandstats snapshots, by
+// whatever client.
+func ScriptCalls(before, after map[string]CmdStat) int64 {
+	var n int64
+	for _, name := range []string{"eval", "evalsha", "eval_ro", "evalsha_ro"} {
+		n += after[name].Calls - before[name].Calls
+	}
+	return n
+}
+
+// ScriptCalls returns the script calls Redis ran during the section that
+// [Meter.Done] ended, or -1 when they were not measured (on miniredis, or
+// before Done).
+func (m *Meter) ScriptCalls() int64 { return m.scripts }
