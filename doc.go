@@ -80,9 +80,9 @@
 // # Batching
 //
 // Decisions made at the same time share round trips. A decision that
-// finds fewer than two sends in flight on its client goes at once, alone,
-// so a lone caller never waits for others; one that finds two joins a
-// queue, and when a send ends, every queued decision (up to
+// finds no send in flight on its client goes at once, alone, so a lone
+// caller never waits for others; one that finds a send in flight joins a
+// queue, and when that send ends, every queued decision (up to
 // [WithBatchSize], 128 by default) goes out as one pipeline of EVALSHAs:
 // one round trip per Redis node for all of them, each still deciding for
 // itself. Limiters that share a *redis.Client, *redis.ClusterClient or

@@ -107,10 +107,10 @@ const DefaultBatchSize = 128
 // WithBatchSize sets the most decisions sent to Redis in one pipeline.
 // When decisions are made concurrently on a *redis.Client,
 // *redis.ClusterClient or *redis.Ring, by one Limiter or by several that
-// share the client and the batch size, a decision that finds two sends in
-// flight waits for the first to end and then goes with every decision that
+// share the client and the batch size, a decision that finds a send in
+// flight waits for it to end and then goes with every decision that
 // arrived meanwhile, up to n, as one pipeline of EVALSHAs: one round trip
-// per Redis node for them all. A decision that finds fewer in flight is
+// per Redis node for them all. A decision that finds none in flight is
 // sent at once, alone, so a lone caller never waits for a batch. Each
 // decision keeps its own timeout, failure policy and error. The default is
 // [DefaultBatchSize]; 1 sends every decision alone; n below 1 makes [New]
