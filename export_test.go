@@ -8,3 +8,6 @@ var ParseReply = parseReply
 
 // DenyKeys returns how many keys l's deny cache holds.
 func DenyKeys(l *Limiter) int { return l.denials.len() }
+
+// MaxInflight is how many sends a transport lane keeps in flight.
+var MaxInflight = maxInflight

@@ -302,82 +302,126 @@ func worker(c *call) {
 }
 
 // A transport batches the calls that limiters sharing one client make at
-// the same time. A call that finds fewer than maxInflight sends in flight
-// is sent at once, alone; a call that finds them all busy joins the queue,
-// and the first send to end takes up to maxBatch queued calls and sends
-// them as one pipeline, on a goroutine of its own, then the next, until
-// the queue is empty. So a lone caller never waits for a batch, and under
-// load each round trip carries every call that arrived during the last.
+// the same time, in one lane per Redis node, so that a slow node delays
+// only its own calls. A call that finds fewer than maxInflight sends in
+// flight in its lane is sent at once, alone; a call that finds them all
+// busy joins the lane's queue, and the first send to end takes up to
+// maxBatch queued calls and sends them as one pipeline, then the next,
+// until the queue is empty. So a lone caller never waits for a batch, and
+// under load each round trip carries every call that arrived during the
+// last.
 type transport struct {
 	client   redis.Scripter
 	pipe     pipeliner
 	maxBatch int
 	inline   bool         // the client bounds socket reads by context deadlines
 	stalled  atomic.Int32 // batches sent past every caller's deadline, still waiting for Redis
+	// node returns the node that owns a Redis key, or nil when it is not
+	// known; nil for a client of one node.
+	node func(key string) any
 
-	mu       sync.Mutex
-	inflight int     // sends in flight, alone or batched; guarded by mu
-	queue    []*call // guarded by mu
+	mu    sync.Mutex
+	one   lane          // the lane of a client of one node, or of unknown nodes
+	lanes map[any]*lane // by node; guarded by mu
 }
 
-// maxInflight is how many sends of one transport may be in flight at once
+// A lane is the queue of the calls to one Redis node.
+type lane struct {
+	t        *transport
+	inflight int     // sends in flight, alone or batched; guarded by t.mu
+	queue    []*call // guarded by t.mu
+}
+
+// maxInflight is how many sends of one lane may be in flight at once
 // before calls queue for the next batch. One gives the largest batches:
 // on a machine shared with Redis, or any where CPU is the limit, fewer
 // round trips decide more calls per second (measured against 2, 4 and 8).
 var maxInflight = 1
 
-// enqueue takes a slot for a send that starts now and returns nil, or,
-// when every slot is busy, queues a call of r for a batch and returns it.
-func (t *transport) enqueue(r request, deadline time.Time) *call {
+// maxLanes bounds the lanes a transport keeps; idle lanes of nodes that
+// left the cluster are dropped past it.
+const maxLanes = 256
+
+// lane returns the lane of the node that owns rkey. t.mu must be held.
+func (t *transport) lane(node any) *lane {
+	if node == nil {
+		return &t.one
+	}
+	ln := t.lanes[node]
+	if ln == nil {
+		if len(t.lanes) >= maxLanes {
+			for k, v := range t.lanes {
+				if v.inflight == 0 {
+					delete(t.lanes, k)
+				}
+			}
+		}
+		ln = &lane{t: t}
+		t.lanes[node] = ln
+	}
+	return ln
+}
+
+// enqueue takes a slot in the lane of r's node for a send that starts now
+// and returns the lane alone, or, when every slot is busy, queues a call
+// of r for a batch and returns it too.
+func (t *transport) enqueue(r request, deadline time.Time) (*lane, *call) {
+	var node any
+	if t.node != nil {
+		node = t.node(r.line[3].(string))
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.inflight < maxInflight {
-		t.inflight++
-		return nil
+	ln := t.lane(node)
+	if ln.inflight < maxInflight {
+		ln.inflight++
+		return ln, nil
 	}
 	c := newCall(r, deadline, callQueued)
-	t.queue = append(t.queue, c)
-	return c
+	ln.queue = append(ln.queue, c)
+	return ln, c
 }
 
 // release frees the slot of a send that ended, or, when calls are
 // queued, hands the slot to a batch of them.
-func (t *transport) release() {
+func (ln *lane) release() {
+	t := ln.t
 	t.mu.Lock()
-	if len(t.queue) == 0 {
-		t.inflight--
+	if len(ln.queue) == 0 {
+		ln.inflight--
 		t.mu.Unlock()
 		return
 	}
-	batch := t.take()
+	batch := ln.take()
 	t.mu.Unlock()
-	go t.flush(batch)
+	go ln.flush(batch)
 }
 
 // take removes up to maxBatch calls from the queue. t.mu must be held.
-func (t *transport) take() []*call {
-	n := min(len(t.queue), t.maxBatch)
-	batch := slices.Clone(t.queue[:n])
-	rest := copy(t.queue, t.queue[n:])
-	clear(t.queue[rest:])
-	t.queue = t.queue[:rest]
+func (ln *lane) take() []*call {
+	n := min(len(ln.queue), ln.t.maxBatch)
+	batch := slices.Clone(ln.queue[:n])
+	rest := copy(ln.queue, ln.queue[n:])
+	clear(ln.queue[rest:])
+	ln.queue = ln.queue[:rest]
 	return batch
 }
 
 // flush sends batch, then the batches queued meanwhile, and frees its slot
 // when the queue is empty.
-func (t *transport) flush(batch []*call) {
+func (ln *lane) flush(batch []*call) {
+	t := ln.t
 	for {
-		if handedOn := t.sendQueued(batch); handedOn {
+		if handedOn := t.sendQueued(batch, ln); handedOn {
 			return
 		}
 		t.mu.Lock()
-		if len(t.queue) == 0 {
-			t.inflight--
+		if len(ln.queue) == 0 {
+			ln.inflight--
 			t.mu.Unlock()
 			return
 		}
-		batch = t.take()
+		batch = ln.take()
 		t.mu.Unlock()
 	}
 }
@@ -389,7 +433,7 @@ func (t *transport) flush(batch []*call) {
 // read timeout, long after every caller gave up: at the last deadline the
 // slot is handed on (handedOn is then true), so that calls to other nodes
 // do not queue behind it, and the send finishes alone.
-func (t *transport) sendQueued(batch []*call) (handedOn bool) {
+func (t *transport) sendQueued(batch []*call, ln *lane) (handedOn bool) {
 	live := batch[:0]
 	var deadline time.Time
 	for _, c := range batch {
@@ -417,7 +461,7 @@ func (t *transport) sendQueued(batch []*call) (handedOn bool) {
 		watchdog = time.AfterFunc(time.Until(deadline), func() {
 			if claimed.CompareAndSwap(false, true) {
 				t.stalled.Add(1)
-				t.release()
+				ln.release()
 			}
 		})
 	}
@@ -437,6 +481,13 @@ func (t *transport) sendQueued(batch []*call) (handedOn bool) {
 	watchdog.Stop()
 	return false
 }
+
+// cancelled is a context that has ended.
+var cancelled = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // transportKey identifies the shared transport of a client and a batch
 // bound.
@@ -480,6 +531,29 @@ func sharedTransport(client redis.Scripter, maxBatch int) *transport {
 		return t
 	}
 	t := &transport{client: client, pipe: client.(pipeliner), maxBatch: maxBatch, inline: honoursDeadlines(client)}
+	t.one.t = t
+	switch c := client.(type) {
+	case *redis.ClusterClient:
+		t.node = func(key string) any {
+			// A cancelled context: the slot map is read as it is, never
+			// loaded here, on the caller's time; before it is first
+			// loaded, calls share the lane of unknown nodes.
+			if m, err := c.MasterForKey(cancelled, key); err == nil {
+				return m
+			}
+			return nil
+		}
+	case *redis.Ring:
+		t.node = func(key string) any {
+			if s, err := c.GetShardClientForKey(key); err == nil {
+				return s
+			}
+			return nil
+		}
+	}
+	if t.node != nil {
+		t.lanes = make(map[any]*lane)
+	}
 	if transports.m == nil {
 		transports.m = make(map[transportKey]weak.Pointer[transport])
 	}
@@ -521,15 +595,15 @@ func (l *Limiter) callRedis(ctx context.Context, r request) (any, error) {
 	deadline := start.Add(l.timeout)
 	var reply any
 	var err error
-	t := l.transport
+	var ln *lane
 	var queued *call
-	if t != nil {
-		queued = t.enqueue(r, deadline)
+	if l.transport != nil {
+		ln, queued = l.transport.enqueue(r, deadline)
 	}
 	if queued != nil {
 		reply, err, _ = queued.wait(ctx)
 	} else {
-		reply, err = l.sendAlone(ctx, r, deadline, t)
+		reply, err = l.sendAlone(ctx, r, deadline, ln)
 	}
 	if err == nil {
 		l.breaker.success()
@@ -539,12 +613,12 @@ func (l *Limiter) callRedis(ctx context.Context, r request) (any, error) {
 }
 
 // sendAlone sends r by itself, on the caller's goroutine when the client
-// allows it, or else on a worker, and frees t's slot, if t is not nil,
-// once the caller stops waiting: a send that outlives its caller holds
-// no slot.
-func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, t *transport) (any, error) {
-	if t != nil {
-		defer t.release()
+// allows it, or else on a worker, and frees its slot in ln, if ln is not
+// nil, once the caller stops waiting: a send that outlives its caller
+// holds no slot.
+func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, ln *lane) (any, error) {
+	if ln != nil {
+		defer ln.release()
 	}
 	if l.inline {
 		// The client bounds socket reads, dials and pool waits by the
