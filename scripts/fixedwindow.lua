@@ -10,17 +10,17 @@
 -- ARGV[5]  window, in µs (>= 1000)
 -- Reply    {allowed 1|0, remaining units, retry_after µs, reset_after µs}
 --
--- State: the string "<window end µs> <count>", written with SET ... PX when
--- its window opens so it expires when the window closes; later writes in
--- the same window keep that TTL (SET ... KEEPTTL, cheaper than setting a new
--- one). The TTL only collects garbage: decisions read the stored end. A
--- value in any other form (a bare counter left by INCR-based code, say)
--- counts as that many units in a window opening now, and is rewritten with
--- a TTL even when the call is denied. A key of ours found without a TTL
--- gets one.
+-- State: the string "<window end µs> <count>", written with SET ... PX so it
+-- expires when its window closes. The TTL only collects garbage: decisions
+-- read the stored end. A value in any other form (a bare counter left by
+-- INCR-based code, say) counts as that many units in a window opening now,
+-- and is rewritten with a TTL even when the call is denied. A key of ours
+-- found without a TTL gets one.
 --
--- Cost: numbers reach redis.call as strings made with string.format('%d'),
--- because Redis converts a Lua number argument with a slow '%.17g'.
+-- Cost: a string known to hold digits becomes a number by arithmetic
+-- (s + 0), sparing a call to tonumber; a number reaches redis.call as a
+-- string made with string.format('%d'), because Redis would convert it
+-- with a slow '%.17g'.
 --
 -- Time going backwards: a stored end past now + window is moved back to it
 -- and written, so no count is forgotten, nothing refills, and the window
@@ -34,17 +34,16 @@ if now == '' then
 else
   now = tonumber(now)
 end
-local n = tonumber(ARGV[2])
-local limit = tonumber(ARGV[4])
-local window = tonumber(ARGV[5])
+local n = ARGV[2] + 0
+local limit = ARGV[4] + 0
+local window = ARGV[5] + 0
 
-local wend, count, dirty, stored = 0, 0, false, nil
+local wend, count, dirty = 0, 0, false
 local v = redis.call('GET', key)
 if v then
   local e, c = string.match(v, '^(-?%d+) (%d+)$')
   if e then
-    wend, count = tonumber(e), tonumber(c)
-    stored = wend
+    wend, count = e + 0, c + 0
   else
     count = math.floor(tonumber(v) or 0)
     if count ~= count or count < 0 or count > limit then count = limit end
@@ -64,13 +63,7 @@ if allowed and ARGV[3] == '1' then
 end
 local left = wend - now
 if dirty then
-  -- A write that continues the window stored in the key keeps the key's
-  -- TTL, unless it has none. A new, moved or adopted window gets its own.
-  if wend == stored and redis.call('PTTL', key) ~= -1 then
-    redis.call('SET', key, string.format('%d %d', wend, count), 'KEEPTTL')
-  else
-    redis.call('SET', key, string.format('%d %d', wend, count), 'PX', string.format('%d', math.ceil(left / 1000)))
-  end
+  redis.call('SET', key, string.format('%d %d', wend, count), 'PX', string.format('%d', math.ceil(left / 1000)))
 elseif v and redis.call('PTTL', key) == -1 then
   redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000)))
 end
