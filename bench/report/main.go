@@ -8,7 +8,7 @@
 //
 // Run it from the repository root:
 //
-//	go run ./bench/report            # 6 rounds of each package, about 10 minutes
+//	go run ./bench/report            # 6 rounds of each package, about 15 minutes
 //	go run ./bench/report -count 10  # more rounds, tighter intervals
 //
 // Each round runs each package's test binary once with -count 1, so that
