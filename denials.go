@@ -1,6 +1,9 @@
 package redislimit
 
-import "time"
+import (
+	"sync/atomic"
+	"time"
+)
 
 // denials remembers, per key, the last denial Redis gave, so that calls
 // that Redis would deny as well are answered in process until the denial
@@ -8,7 +11,16 @@ import "time"
 // Redis. Its methods are safe for concurrent use.
 type denials struct {
 	keyStore[denial]
+	// A decision whose flight overlaps a Reset of this limiter must not
+	// record what it saw: its answer may predate the Reset. epoch moves at
+	// the start and at the end of every Reset, and resets counts those in
+	// progress.
+	resets atomic.Int32
+	epoch  atomic.Uint64
 }
+
+// noRecord is the epoch of a decision that must not be recorded.
+const noRecord = ^uint64(0)
 
 // denial is Redis's answer to a denied call of cost n, sent at sentAt, with
 // its times in µs of the limiter's clock.
@@ -53,9 +65,31 @@ func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
 	}, true
 }
 
+// stamp returns the epoch to pass to record for a call sent now.
+func (d *denials) stamp() uint64 {
+	if d.resets.Load() != 0 {
+		return noRecord
+	}
+	return d.epoch.Load()
+}
+
+// beginReset clears key before a Reset's call to Redis; endReset follows
+// it. Decisions in flight meanwhile record nothing.
+func (d *denials) beginReset(key string) {
+	d.resets.Add(1)
+	d.epoch.Add(1)
+	d.delete(key)
+}
+
+func (d *denials) endReset() {
+	d.epoch.Add(1)
+	d.resets.Add(-1)
+}
+
 // record keeps Redis's answer r to a call of cost n on key sent at sentAt
-// (µs): a denial replaces what was known of key, and an admission drops it.
-func (d *denials) record(key string, n int, sentAt int64, r Result) {
+// (µs) in the given epoch: a denial replaces what was known of key, and an
+// admission drops it. A denial seen across a Reset is not kept.
+func (d *denials) record(key string, n int, sentAt int64, epoch uint64, r Result) {
 	if r.Allowed {
 		sh := d.shard(key)
 		if _, ok := sh.m[key]; ok {
@@ -71,7 +105,7 @@ func (d *denials) record(key string, n int, sentAt int64, r Result) {
 		retryAt:   sentAt + r.RetryAfter.Microseconds(),
 		resetAt:   sentAt + r.ResetAfter.Microseconds(),
 	}
-	if e.retryAt <= sentAt {
+	if e.retryAt <= sentAt || epoch == noRecord || d.resets.Load() != 0 || d.epoch.Load() != epoch {
 		return
 	}
 	sh := d.shard(key)
@@ -79,11 +113,23 @@ func (d *denials) record(key string, n int, sentAt int64, r Result) {
 	sh.mu.Unlock()
 }
 
-// clock returns the limiter's time: its [WithClock] function, or the
-// local clock when scripts read Redis's.
-func (l *Limiter) clock() time.Time {
-	if l.now != nil {
-		return l.now()
+// monoBase is where monoMicros counts from.
+var monoBase = time.Now()
+
+// monoMicros returns the monotonic clock in µs: the deny cache's time when
+// scripts read Redis's, so that a step of the wall clock cannot stretch a
+// denial.
+func monoMicros() int64 { return int64(time.Since(monoBase) / time.Microsecond) }
+
+// sendTime returns the time of a decision about to be sent, in µs: the
+// [WithClock] time passed to the script, or the deny cache's clock; 0 when
+// neither is in use.
+func (l *Limiter) sendTime() int64 {
+	switch {
+	case l.now != nil:
+		return l.now().UnixMicro()
+	case l.denials != nil:
+		return monoMicros()
 	}
-	return time.Now()
+	return 0
 }

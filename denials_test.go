@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
 	"github.com/redislimit/redislimit/internal/clock"
@@ -244,5 +245,62 @@ func TestDenyCacheCustomAlgorithm(t *testing.T) {
 	}
 	if rt, _ := counting.snapshot(); rt != 0 {
 		t.Errorf("10 denied calls took %d round trips, want 0", rt)
+	}
+}
+
+// delayReplies is a go-redis hook that holds the reply of the next script
+// call for d, after Redis ran it.
+type delayReplies struct {
+	armed atomic.Bool
+	d     time.Duration
+}
+
+func (h *delayReplies) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h *delayReplies) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		err := next(ctx, cmd)
+		if cmd.Name() == "evalsha" && h.armed.CompareAndSwap(true, false) {
+			time.Sleep(h.d)
+		}
+		return err
+	}
+}
+
+func (h *delayReplies) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return next
+}
+
+// A denial whose reply arrives after a Reset of the same limiter began is
+// not cached: Redis's state no longer says so.
+func TestDenyCacheResetDuringFlight(t *testing.T) {
+	ctx := context.Background()
+	c := redistest.NewClient(t, redistest.Start(t).Addr())
+	hold := &delayReplies{d: 300 * time.Millisecond}
+	c.AddHook(hold)
+	alg := redislimit.FixedWindow(1, time.Minute)
+	lim := newRedisLimiter(t, c, alg, nil, redislimit.WithDenyCache(10))
+	other := newRedisLimiter(t, c, alg, nil) // same prefix, no cache
+	if r, err := other.Allow(ctx, "k"); err != nil || !r.Allowed {
+		t.Fatalf("exhausting Allow = %+v, %v", r, err)
+	}
+	hold.armed.Store(true)
+	denied := make(chan redislimit.Result, 1)
+	go func() {
+		r, err := lim.Allow(ctx, "k") // denied by Redis, its reply held
+		if err != nil {
+			t.Error(err)
+		}
+		denied <- r
+	}()
+	time.Sleep(100 * time.Millisecond) // the call has run in Redis
+	if err := lim.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if r := <-denied; r.Allowed {
+		t.Fatalf("Allow on an exhausted key = %+v, want denied", r)
+	}
+	if r, err := lim.Allow(ctx, "k"); err != nil || !r.Allowed {
+		t.Errorf("Allow after Reset = %+v, %v; want allowed (a stale denial was cached)", r, err)
 	}
 }

@@ -245,7 +245,8 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 		l.local.delete(key)
 	}
 	if l.denials != nil {
-		l.denials.delete(key)
+		l.denials.beginReset(key)
+		defer l.denials.endReset()
 	}
 	if l.client == nil {
 		return nil
@@ -279,18 +280,16 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	if l.client == nil {
 		return l.decideLocal(key, n, mode == argConsume, false), nil
 	}
-	var now int64
-	if l.denials != nil || l.now != nil {
-		now = l.clock().UnixMicro()
-		if l.denials != nil {
-			if r, ok := l.denials.lookup(key, n, now); ok {
-				r.Limit = l.limit
-				return r, nil
-			}
+	now, epoch := l.sendTime(), noRecord
+	if l.denials != nil {
+		if r, ok := l.denials.lookup(key, n, now); ok {
+			r.Limit = l.limit
+			return r, nil
 		}
+		epoch = l.denials.stamp()
 	}
 	reply, err := l.callRedis(ctx, l.prepare(key, n, mode, now))
-	return l.finish(ctx, key, n, mode, now, reply, err, true)
+	return l.finish(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
 }
 
 // prepare returns the request for one decision on key at now (µs, used
@@ -305,18 +304,24 @@ func (l *Limiter) prepare(key string, n int, mode any, now int64) request {
 	return r
 }
 
-// finish turns the reply to a decision of cost n on key, sent at now (µs,
-// when the limiter reads a clock), into its outcome: the Result, which the
-// deny cache learns, or, when Redis failed, the caller's context error,
-// or what the failure policy decides, after passing the error to OnError
-// when notify is set.
-func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, now int64, reply any, err error, notify bool) (Result, error) {
+// sent is when a decision was sent: the time of [Limiter.sendTime] and
+// the deny cache's epoch.
+type sent struct {
+	now   int64
+	epoch uint64
+}
+
+// finish turns the reply to a decision of cost n on key, sent at at, into
+// its outcome: the Result, which the deny cache learns, or, when Redis
+// failed, the caller's context error, or what the failure policy decides,
+// after passing the error to OnError when notify is set.
+func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error) {
 	if err == nil {
 		var r Result
 		if r, err = parseReply(reply); err == nil {
 			r.Limit = l.limit
 			if l.denials != nil {
-				l.denials.record(key, n, now, r)
+				l.denials.record(key, n, at.now, at.epoch, r)
 			}
 			return r, nil
 		}
@@ -350,8 +355,8 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, now i
 // A bad key ([ErrEmptyKey], [ErrKeyTooLong]) returns that error before
 // anything is sent. When Redis fails, the failure policy decides each key
 // as it would for Allow, and OnError is called once for a failure of the
-// whole call and once for each key Redis answered with an error; with
-// [FailError] the first error is returned, with no results. The call
+// whole call (no node answered in time) and once for each key that failed
+// alone; with [FailError] the first error is returned, with no results. The call
 // takes at most the limiter's timeout ([WithTimeout]) in all. An empty
 // keys returns no results and no error.
 func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error) {
@@ -373,9 +378,9 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		}
 		return res, nil
 	}
-	var now int64
-	if l.denials != nil || l.now != nil {
-		now = l.clock().UnixMicro()
+	now, epoch := l.sendTime(), noRecord
+	if l.denials != nil {
+		epoch = l.denials.stamp()
 	}
 	idx := make([]int, 0, len(keys)) // the keys that go to Redis
 	reqs := make([]request, 0, len(keys))
@@ -406,7 +411,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		if e == nil {
 			reply, e, notify = replies[j], errs[j], true
 		}
-		r, ferr := l.finish(ctx, keys[i], 1, argConsume, now, reply, e, notify)
+		r, ferr := l.finish(ctx, keys[i], 1, argConsume, sent{now, epoch}, reply, e, notify)
 		if ferr != nil {
 			return nil, ferr
 		}

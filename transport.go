@@ -265,8 +265,18 @@ func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 // run sends c alone on a worker and hands the outcome to the waiting
 // caller, or, if the caller gave up, drops it.
 func (c *call) run() {
-	c.reply, c.err = send(c.ctx, c.client, &c.request)
 	l := c.l
+	if !c.state.CompareAndSwap(callQueued, callSent) {
+		// The caller gave up before the worker came to it: never sent.
+		l.abandoned.Add(-1)
+		return
+	}
+	// The deadline bounds go-redis's pool waits and dials, so that a call
+	// is not sent long after its caller gave up; socket reads ignore it on
+	// the clients that come here.
+	ctx, cancel := context.WithDeadline(c.ctx, c.deadline)
+	c.reply, c.err = send(ctx, c.client, &c.request)
+	cancel()
 	if !c.finish() {
 		l.abandoned.Add(-1)
 	}
@@ -319,6 +329,10 @@ type transport struct {
 	// node returns the node that owns a Redis key, or nil when it is not
 	// known; nil for a client of one node.
 	node func(key string) any
+	// routed is set once a call succeeded, so that the client knows its
+	// nodes: before, node is not asked, as a cluster client would try to
+	// load its slot map on the caller's time.
+	routed atomic.Bool
 
 	mu    sync.Mutex
 	one   lane          // the lane of a client of one node, or of unknown nodes
@@ -367,7 +381,7 @@ func (t *transport) lane(node any) *lane {
 // of r for a batch and returns it too.
 func (t *transport) enqueue(r request, deadline time.Time) (*lane, *call) {
 	var node any
-	if t.node != nil {
+	if t.node != nil && t.routed.Load() {
 		node = t.node(r.line[3].(string))
 	}
 	t.mu.Lock()
@@ -536,8 +550,7 @@ func sharedTransport(client redis.Scripter, maxBatch int) *transport {
 	case *redis.ClusterClient:
 		t.node = func(key string) any {
 			// A cancelled context: the slot map is read as it is, never
-			// loaded here, on the caller's time; before it is first
-			// loaded, calls share the lane of unknown nodes.
+			// loaded here, on the caller's time.
 			if m, err := c.MasterForKey(cancelled, key); err == nil {
 				return m
 			}
@@ -607,6 +620,9 @@ func (l *Limiter) callRedis(ctx context.Context, r request) (any, error) {
 	}
 	if err == nil {
 		l.breaker.success()
+		if t := l.transport; t != nil && t.node != nil && !t.routed.Load() {
+			t.routed.Store(true)
+		}
 		return reply, nil
 	}
 	return nil, l.failed(ctx, err, probe, start)
@@ -634,7 +650,7 @@ func (l *Limiter) sendAlone(ctx context.Context, r request, deadline time.Time, 
 	if l.abandoned.Load() >= maxAbandoned {
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	c := newCall(r, deadline, callSent)
+	c := newCall(r, deadline, callQueued)
 	c.ctx, c.client, c.l = ctx, l.client, l
 	dispatch(c)
 	reply, err, gaveUp := c.wait(ctx)
@@ -715,8 +731,16 @@ func (l *Limiter) callRedisMany(ctx context.Context, reqs []request) ([]any, []e
 			l.breaker.success()
 			return replies, errs, nil
 		case answered:
-			// Some nodes answered: each key keeps its own outcome.
+			// Some nodes answered: each key keeps its own outcome, and
+			// one whose node ran out of time says so as Allow would.
 			l.breaker.failure(probe, start.UnixNano())
+			if !time.Now().Before(deadline) {
+				for i, e := range errs {
+					if e != nil && outage(e) {
+						errs[i] = l.timedOut(e)
+					}
+				}
+			}
 			return replies, errs, nil
 		}
 		err = down // none answered: one failure for the whole call
@@ -746,16 +770,22 @@ func (l *Limiter) failed(ctx context.Context, err error, probe bool, start time.
 		return callerDone(ctx)
 	case !time.Now().Before(start.Add(l.timeout)):
 		l.breaker.failure(probe, start.UnixNano())
-		if errors.Is(err, context.DeadlineExceeded) {
-			return fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
-		}
-		return fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)
+		return l.timedOut(err)
 	case outage(err):
 		l.breaker.failure(probe, start.UnixNano())
 	default:
 		l.breaker.success()
 	}
 	return err
+}
+
+// timedOut returns err, from a call that ran out of the limiter's
+// timeout, as an error wrapping [ErrTimeout].
+func (l *Limiter) timedOut(err error) error {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("%w after %v", ErrTimeout, l.timeout)
+	}
+	return fmt.Errorf("%w after %v: %w", ErrTimeout, l.timeout, err)
 }
 
 // callerDone returns ctx's error, or context.DeadlineExceeded once ctx's

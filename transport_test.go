@@ -1198,3 +1198,31 @@ func TestTransportStalledShardSparesOthers(t *testing.T) {
 		})
 	}
 }
+
+// A lone call on a default client whose caller gave up while the call
+// waited for a pooled connection is never sent: the limiter's deadline
+// bounds go-redis's pool wait.
+func TestTransportNotSentAfterGivingUp(t *testing.T) {
+	t.Cleanup(leakcheck.Goroutines(t))
+	ctx := context.Background()
+	s := redistest.Start(t)
+	c := redistest.NewClient(t, s.Addr(), func(o *redis.Options) { o.PoolSize, o.ReadTimeout = 1, 5*time.Second })
+	lim, err := redislimit.New(c, redislimit.FixedWindow(10, time.Minute), redislimit.WithTimeout(100*time.Millisecond), redislimit.WithPrefix(testPrefix(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	held := make(chan struct{})
+	go func() {
+		defer close(held)
+		c.BLPop(ctx, time.Second, testPrefix(t)+"nolist") // holds the only connection
+	}()
+	time.Sleep(100 * time.Millisecond)
+	if _, err := lim.Allow(ctx, "k"); !errors.Is(err, redislimit.ErrTimeout) {
+		t.Errorf("Allow with the pool exhausted: %v, want ErrTimeout", err)
+	}
+	<-held
+	time.Sleep(100 * time.Millisecond) // a late send would have run by now
+	if n := keysUnder(t, c); n != 0 {
+		t.Errorf("%d keys written: the call went out after its caller gave up", n)
+	}
+}
