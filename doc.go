@@ -79,20 +79,21 @@
 //
 // # Batching
 //
-// Decisions made at the same time share round trips. A decision that
-// finds no send in flight on its client goes at once, alone, so a lone
-// caller never waits for others; one that finds a send in flight joins a
+// Decisions made at the same time share round trips. Each Redis node (the
+// slot's master on a cluster, the shard on a ring) has a queue. A decision
+// that finds no send in flight to its node goes at once, alone, so a lone
+// caller never waits for others; one that finds a send in flight joins the
 // queue, and when that send ends, every queued decision (up to
-// [WithBatchSize], 128 by default) goes out as one pipeline of EVALSHAs:
-// one round trip per Redis node for all of them, each still deciding for
-// itself. Limiters that share a *redis.Client, *redis.ClusterClient or
-// *redis.Ring (and a batch size) share the queue. Every decision keeps its
-// own guarantees: its timeout counts from when it was made, including its
-// time in the queue; one that gives up before its batch is sent is never
-// sent; the breaker and the failure policy see its own outcome. On a
-// cluster the pipeline splits per node. WithBatchSize(1) turns batching
-// off. Other [redis.Scripter] implementations, go-redis's AutoPipeliner
-// among them, are not batched by the limiter.
+// [WithBatchSize], 128 by default) goes out as one pipeline of EVALSHAs,
+// each still deciding for itself. A slow node delays only its own
+// decisions. Limiters that share a *redis.Client, *redis.ClusterClient or
+// *redis.Ring (and a batch size) share the queues. Every decision keeps
+// its own guarantees: its timeout counts from when it was made, including
+// its time in the queue; one that gives up before it is sent is never
+// sent; the breaker and the failure policy see its own outcome.
+// WithBatchSize(1) turns batching off. Other [redis.Scripter]
+// implementations, go-redis's AutoPipeliner among them, are not batched by
+// the limiter.
 //
 // [Limiter.AllowMany] decides many keys in one pipeline: one round trip
 // per node instead of one per key.

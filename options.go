@@ -108,11 +108,11 @@ const DefaultBatchSize = 128
 // When decisions are made concurrently on a *redis.Client,
 // *redis.ClusterClient or *redis.Ring, by one Limiter or by several that
 // share the client and the batch size, a decision that finds a send in
-// flight waits for it to end and then goes with every decision that
-// arrived meanwhile, up to n, as one pipeline of EVALSHAs: one round trip
-// per Redis node for them all. A decision that finds none in flight is
-// sent at once, alone, so a lone caller never waits for a batch. Each
-// decision keeps its own timeout, failure policy and error. The default is
+// flight to its Redis node waits for it to end and then goes with every
+// decision for that node that arrived meanwhile, up to n, as one pipeline
+// of EVALSHAs: one round trip for them all. A decision that finds none in
+// flight is sent at once, alone, so a lone caller never waits for a
+// batch. Each decision keeps its own timeout, failure policy and error. The default is
 // [DefaultBatchSize]; 1 sends every decision alone; n below 1 makes [New]
 // return an error wrapping [ErrInvalidConfig].
 func WithBatchSize(n int) Option {
