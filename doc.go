@@ -156,7 +156,15 @@
 // whenever it writes it, and never consume when ARGV[3] is "0" (it may
 // still drop expired state or repair state the clock left in the future). Lua numbers are doubles: keep times in integer
 // µs, and format large numbers with string.format("%d", x), never with
-// tostring or "..", which keep only 14 digits.
+// tostring or "..", which keep only 14 digits. To decide in process memory
+// too ([NewLocal], [FailLocal]), implement [LocalAlgorithm].
+//
+// Each of the package's own algorithms lives in one Go file (its
+// constructor, its [Algorithm] and [LocalAlgorithm] methods, and its
+// in-process state, a mirror of its script) and one script in scripts/,
+// embedded by that file; the tests run every algorithm of one table
+// through the conformance suite, the fuzz targets and the in-process
+// comparison, so a new one needs a row there.
 //
 // # When Redis fails
 //

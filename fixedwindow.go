@@ -42,3 +42,42 @@ func (a fixedWindow) Args() ([]any, error) {
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil
 }
+
+// NewLocalState implements [LocalAlgorithm].
+func (a fixedWindow) NewLocalState(instances int) LocalState {
+	return &fixedWindowState{limit: localUnits(a.limit, instances), window: a.window.Microseconds()}
+}
+
+// fixedWindowState is scripts/fixedwindow.lua in memory.
+type fixedWindowState struct {
+	limit, window int64
+	end, count    int64 // the window's end (µs) and the units it admitted
+}
+
+func (s *fixedWindowState) Decide(now int64, n int, consume bool) Result {
+	if s.end <= now || s.count == 0 {
+		s.end, s.count = now+s.window, 0
+	} else if s.end > now+s.window {
+		s.end = now + s.window // the clock went back
+	}
+	allowed := s.count+int64(n) <= s.limit
+	if allowed && consume {
+		s.count += int64(n)
+	}
+	left := s.end - now
+	r := Result{Allowed: allowed, Remaining: int(max(s.limit-s.count, 0))}
+	if !allowed {
+		r.RetryAfter = micros(left)
+	}
+	if s.count > 0 {
+		r.ResetAfter = micros(left)
+	}
+	return r
+}
+
+func (s *fixedWindowState) ExpiresAt() int64 {
+	if s.count == 0 {
+		return 0
+	}
+	return s.end
+}

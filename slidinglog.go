@@ -47,3 +47,85 @@ func (a slidingLog) Args() ([]any, error) {
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil
 }
+
+// NewLocalState implements [LocalAlgorithm].
+func (a slidingLog) NewLocalState(instances int) LocalState {
+	return &slidingLogState{limit: localUnits(a.limit, instances), window: a.window.Microseconds()}
+}
+
+// slidingLogState is scripts/slidinglog.lua in memory. Where the script
+// keeps one sorted-set entry per unit, it keeps one run per admission.
+type slidingLogState struct {
+	limit, window int64
+	runs          []logRun // by time, oldest first
+}
+
+// logRun is n units admitted at the same time (µs).
+type logRun struct{ at, n int64 }
+
+func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+	cut := 0
+	for cut < len(s.runs) && s.runs[cut].at <= now-s.window {
+		cut++
+	}
+	if cut > 0 {
+		s.runs = append(s.runs[:0], s.runs[cut:]...)
+	}
+	var count int64
+	for _, r := range s.runs {
+		count += r.n
+	}
+	allowed := count+int64(n) <= s.limit
+	var r Result
+	r.Allowed = allowed
+	switch {
+	case allowed && consume:
+		s.add(now, int64(n))
+		count += int64(n)
+		r.ResetAfter = micros(s.window)
+	case count > 0:
+		last := len(s.runs) - 1
+		if s.runs[last].at > now {
+			// The clock went back: entries from the future count as made now.
+			for i := range s.runs {
+				s.runs[i].at = min(s.runs[i].at, now)
+			}
+		}
+		if !allowed {
+			// The call fits once the oldest count+n-limit units have left.
+			idx := count + int64(n) - s.limit - 1
+			for _, run := range s.runs {
+				if idx < run.n {
+					r.RetryAfter = micros(run.at + s.window - now)
+					break
+				}
+				idx -= run.n
+			}
+		}
+		r.ResetAfter = micros(s.runs[last].at + s.window - now)
+	}
+	r.Remaining = int(max(s.limit-count, 0))
+	return r
+}
+
+// add records n units admitted at now, keeping the runs in time order.
+func (s *slidingLogState) add(now, n int64) {
+	i := len(s.runs)
+	for i > 0 && s.runs[i-1].at > now {
+		i--
+	}
+	if i > 0 && s.runs[i-1].at == now {
+		s.runs[i-1].n += n
+		return
+	}
+	s.runs = append(s.runs, logRun{})
+	copy(s.runs[i+1:], s.runs[i:])
+	s.runs[i] = logRun{at: now, n: n}
+}
+
+func (s *slidingLogState) ExpiresAt() int64 {
+	if len(s.runs) == 0 {
+		return 0
+	}
+	return s.runs[len(s.runs)-1].at + s.window
+}

@@ -65,3 +65,45 @@ func (a tokenBucket) interval() int64 {
 	per := a.per.Microseconds()
 	return (per + int64(a.rate) - 1) / int64(a.rate)
 }
+
+// NewLocalState implements [LocalAlgorithm].
+func (a tokenBucket) NewLocalState(instances int) LocalState {
+	burst := localUnits(a.burst, instances)
+	interval := a.interval()
+	if maxInterval := int64(MaxWindow/time.Microsecond) / burst; interval > maxInterval/int64(instances) {
+		interval = maxInterval
+	} else {
+		interval *= int64(instances)
+	}
+	return &tokenBucketState{burst: burst, interval: max(interval, 1)}
+}
+
+// tokenBucketState is scripts/tokenbucket.lua in memory.
+type tokenBucketState struct {
+	burst, interval int64 // tokens, µs per token
+	tat             int64 // when the bucket is full again (µs)
+}
+
+func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
+	full := s.burst * s.interval
+	tat := s.tat
+	if tat < now {
+		tat = now
+	} else if tat > now+full {
+		tat = now + full // the clock went back
+	}
+	allowAt := tat + int64(n)*s.interval - full
+	allowed := allowAt <= now
+	if allowed && consume {
+		tat += int64(n) * s.interval
+	}
+	s.tat = tat
+	left := tat - now
+	r := Result{Allowed: allowed, Remaining: int((full - left) / s.interval), ResetAfter: micros(left)}
+	if !allowed {
+		r.RetryAfter = micros(allowAt - now)
+	}
+	return r
+}
+
+func (s *tokenBucketState) ExpiresAt() int64 { return s.tat }
