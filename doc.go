@@ -98,6 +98,10 @@
 // [Limiter.AllowMany] decides many keys in one pipeline: one round trip
 // per node instead of one per key.
 //
+// [Limiter.Wait] blocks until a call is allowed, as x/time/rate's Wait
+// does, across every process sharing the Redis: the waiters on one key in
+// a process take turns, so a unit freeing up wakes one call to Redis.
+//
 // # Deny cache
 //
 // [WithDenyCache] keeps the last denial Redis gave for each key in process

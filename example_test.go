@@ -2,6 +2,7 @@ package redislimit_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -214,5 +215,24 @@ func ExampleWithDenyCache() {
 	// Output:
 	// true false
 	// false true
+	// false true
+}
+
+func ExampleLimiter_Wait() {
+	rdb, done := newRedis()
+	defer done()
+
+	// A worker fleet shares one quota of a third-party API: each worker
+	// waits for its turn instead of failing.
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(2, time.Hour))
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	for i := 0; i < 3; i++ {
+		err := lim.Wait(ctx, "partner-api")
+		fmt.Println(err == nil, errors.Is(err, context.DeadlineExceeded))
+	}
+	// Output:
+	// true false
+	// true false
 	// false true
 }

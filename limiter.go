@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"hash"
+	"math/rand/v2"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -85,6 +86,8 @@ type Limiter struct {
 	denials   *denials
 	breaker   breaker
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
+
+	turns turns // of Wait's callers, by key
 
 	local       *localStore   // NewLocal, or the FailLocal fallback
 	localLimit  int           // the local capacity
@@ -265,31 +268,38 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 }
 
 func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Result, error) {
+	r, err, _ := l.decideFull(ctx, key, n, mode)
+	return r, err
+}
+
+// decideFull is decide that also returns, when the failure policy made
+// the decision, the Redis error it covered.
+func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (Result, error, error) {
 	if err := checkKey(key); err != nil {
-		return Result{}, err
+		return Result{}, err, nil
 	}
 	if n < 1 {
-		return Result{}, ErrInvalidCost
+		return Result{}, ErrInvalidCost, nil
 	}
 	if n > l.limit {
-		return Result{}, ErrCostExceedsLimit
+		return Result{}, ErrCostExceedsLimit, nil
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, l.wrap(err)
+		return Result{}, l.wrap(err), nil
 	}
 	if l.client == nil {
-		return l.decideLocal(key, n, mode == argConsume, false), nil
+		return l.decideLocal(key, n, mode == argConsume, false), nil, nil
 	}
 	now, epoch := l.sendTime(), noRecord
 	if l.denials != nil {
 		if r, ok := l.denials.lookup(key, n, now); ok {
 			r.Limit = l.limit
-			return r, nil
+			return r, nil, nil
 		}
 		epoch = l.denials.stamp()
 	}
 	reply, err := l.callRedis(ctx, l.prepare(key, n, mode, now))
-	return l.finish(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
+	return l.finishFull(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
 }
 
 // prepare returns the request for one decision on key at now (µs, used
@@ -316,6 +326,13 @@ type sent struct {
 // failed, the caller's context error, or what the failure policy decides,
 // after passing the error to OnError when notify is set.
 func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error) {
+	r, err, _ := l.finishFull(ctx, key, n, mode, at, reply, err, notify)
+	return r, err
+}
+
+// finishFull is finish that also returns, when the failure policy made
+// the decision, the Redis error it covered.
+func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error, error) {
 	if err == nil {
 		var r Result
 		if r, err = parseReply(reply); err == nil {
@@ -323,11 +340,11 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at se
 			if l.denials != nil {
 				l.denials.record(key, n, at.now, at.epoch, r)
 			}
-			return r, nil
+			return r, nil, nil
 		}
 	}
 	if cerr := callerDone(ctx); cerr != nil {
-		return Result{}, l.wrap(cerr)
+		return Result{}, l.wrap(cerr), nil
 	}
 	err = l.wrap(err)
 	if notify && l.onError != nil {
@@ -335,13 +352,13 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at se
 	}
 	switch l.policy {
 	case FailOpen:
-		return Result{Allowed: true, Limit: l.limit, Remaining: l.limit, Degraded: true}, nil
+		return Result{Allowed: true, Limit: l.limit, Remaining: l.limit, Degraded: true}, nil, err
 	case FailClosed:
-		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}, nil
+		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}, nil, err
 	case FailLocal:
-		return l.decideLocal(key, n, mode == argConsume, true), nil
+		return l.decideLocal(key, n, mode == argConsume, true), nil, err
 	}
-	return Result{}, err
+	return Result{}, err, nil
 }
 
 // AllowMany reports, for each key in keys, whether one call on it is
@@ -481,4 +498,114 @@ func checkKey(key string) error {
 		return ErrKeyTooLong
 	}
 	return nil
+}
+
+// Wait blocks until one call on key is allowed, and consumes it. It is
+// WaitN(ctx, key, 1).
+func (l *Limiter) Wait(ctx context.Context, key string) error {
+	return l.WaitN(ctx, key, 1)
+}
+
+// WaitN blocks until a call of cost n on key is allowed, and consumes n
+// units, as [Limiter.AllowN] would once it is allowed: for workers that
+// throttle their own calls to a shared resource across a fleet. It
+// returns nil once the call is admitted.
+//
+// When ctx has a deadline before the earliest moment the call could be
+// admitted (its RetryAfter), WaitN returns at once with an error that
+// matches [context.DeadlineExceeded], without waiting; a ctx that ends
+// while WaitN sleeps returns its error. Bad input returns the errors of
+// AllowN ([ErrCostExceedsLimit] for a cost that could never be admitted).
+// When Redis fails, the failure policy decides: [FailOpen] admits (WaitN
+// returns nil), [FailError] and [FailClosed] return the error at once,
+// and [FailLocal] waits on the in-process decision.
+//
+// Waiters on one key in one process take turns: only the first asks
+// Redis, sleeping until the RetryAfter it was given, so that a unit
+// freeing up wakes one call, not a stampede; the others wait behind it
+// and go in order. Waiters in other processes sleep RetryAfter plus up to
+// a tenth of it at random, which spreads their calls. Sleeps are in real
+// time.
+func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
+	release, err := l.turns.acquire(ctx, key)
+	if err != nil {
+		return l.wrap(err)
+	}
+	defer release()
+	var timer *time.Timer
+	for {
+		r, err, failure := l.decideFull(ctx, key, n, argConsume)
+		switch {
+		case err != nil:
+			return err
+		case r.Allowed:
+			return nil
+		case r.Degraded && l.policy != FailLocal:
+			return failure
+		}
+		wait := max(r.RetryAfter, time.Millisecond)
+		wait += time.Duration(rand.Int64N(int64(wait)/10 + 1))
+		if d, ok := ctx.Deadline(); ok && time.Until(d) < r.RetryAfter {
+			return fmt.Errorf("redislimit: %s: wait of %v for a cost of %d would pass the context's deadline: %w", l.name, r.RetryAfter, n, context.DeadlineExceeded)
+		}
+		if timer == nil {
+			timer = time.NewTimer(wait)
+			defer timer.Stop()
+		} else {
+			timer.Reset(wait)
+		}
+		select {
+		case <-timer.C:
+		case <-ctx.Done():
+			return l.wrap(ctx.Err())
+		}
+	}
+}
+
+// turns lets the waiters on one key in this process go one at a time. Its
+// methods are safe for concurrent use; its zero value is ready.
+type turns struct {
+	mu sync.Mutex
+	m  map[string]*turn // keys with a waiter; guarded by mu
+}
+
+// A turn is one key's queue of waiters: a token passed from one to the
+// next.
+type turn struct {
+	token   chan struct{} // holds the token while no waiter has it
+	waiters int           // guarded by turns.mu
+}
+
+// acquire waits for key's turn until ctx ends, and returns the function
+// that passes it on.
+func (t *turns) acquire(ctx context.Context, key string) (release func(), err error) {
+	t.mu.Lock()
+	if t.m == nil {
+		t.m = make(map[string]*turn)
+	}
+	tu := t.m[key]
+	if tu == nil {
+		tu = &turn{token: make(chan struct{}, 1)}
+		tu.token <- struct{}{}
+		t.m[key] = tu
+	}
+	tu.waiters++
+	t.mu.Unlock()
+	leave := func() {
+		t.mu.Lock()
+		if tu.waiters--; tu.waiters == 0 {
+			delete(t.m, key)
+		}
+		t.mu.Unlock()
+	}
+	select {
+	case <-tu.token:
+		return func() {
+			tu.token <- struct{}{}
+			leave()
+		}, nil
+	case <-ctx.Done():
+		leave()
+		return nil, ctx.Err()
+	}
 }
