@@ -321,7 +321,6 @@ func worker(c *call) {
 // under load each round trip carries every call that arrived during the
 // last.
 type transport struct {
-	client   redis.Scripter
 	pipe     pipeliner
 	maxBatch int
 	inline   bool         // the client bounds socket reads by context deadlines
@@ -544,7 +543,7 @@ func sharedTransport(client redis.Scripter, maxBatch int) *transport {
 	if t := transports.m[k].Value(); t != nil {
 		return t
 	}
-	t := &transport{client: client, pipe: client.(pipeliner), maxBatch: maxBatch, inline: honoursDeadlines(client)}
+	t := &transport{pipe: client.(pipeliner), maxBatch: maxBatch, inline: honoursDeadlines(client)}
 	t.one.t = t
 	switch c := client.(type) {
 	case *redis.ClusterClient:
