@@ -193,11 +193,12 @@ func TestAllowManyDenyCache(t *testing.T) {
 	}
 }
 
-// Wait admits calls at the limit's rate, sleeping between them.
+// Wait admits calls at the limit's rate, sleeping between them, on every
+// backend.
 func TestWaitAdmitsAtTheRate(t *testing.T) {
 	ctx := context.Background()
-	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		lim := newRedisLimiter(t, b.Client(t), redislimit.TokenBucket(20, time.Second, 1), nil)
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		lim, _ := b.newLimiter(t, redislimit.TokenBucket(20, time.Second, 1), nil)
 		start := time.Now()
 		const calls = 8
 		for i := 0; i < calls; i++ {
