@@ -57,8 +57,9 @@ type LocalState interface {
 // alg must implement [LocalAlgorithm]; otherwise, or when alg or an option
 // is invalid, NewLocal returns [ErrNilAlgorithm] or an error wrapping
 // [ErrInvalidConfig]. [WithClock] sets the clock (default time.Now);
-// [WithPrefix], [WithHashedKeys], [WithTimeout], [WithFailurePolicy] and
-// [WithOnError] have no effect, though their values are still checked.
+// [WithPrefix], [WithHashedKeys], [WithTimeout], [WithFailurePolicy],
+// [WithOnError], [WithBatchSize] and [WithDenyCache] have no effect,
+// though their values are still checked.
 // [Result.Limit] and the largest cost are the divided capacity.
 func NewLocal(alg Algorithm, opts ...Option) (*Limiter, error) {
 	return build(nil, alg, opts)
