@@ -87,9 +87,7 @@ func TestDenyCacheAnswersWithoutRedis(t *testing.T) {
 // A cost smaller than the one denied may fit: it goes to Redis.
 func TestDenyCacheSmallerCostAsksRedis(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	clk := clock.NewFake(epoch)
 	lim := newRedisLimiter(t, c, redislimit.TokenBucket(5, time.Minute, 5), clk, redislimit.WithDenyCache(10))
 	if _, err := lim.Allow(ctx, "warm"); err != nil { // dials and loads the script
@@ -125,9 +123,7 @@ func TestDenyCacheSmallerCostAsksRedis(t *testing.T) {
 // Reset on the limiter clears its cached denial at once; Peek shares it.
 func TestDenyCacheResetAndPeek(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	lim := newRedisLimiter(t, c, redislimit.FixedWindow(1, time.Hour), nil, redislimit.WithDenyCache(10))
 	for i, want := range []bool{true, false} {
 		if r, err := lim.Allow(ctx, "k"); err != nil || r.Allowed != want {
@@ -228,9 +224,7 @@ func TestDenyCacheExactUnderLoad(t *testing.T) {
 // script's reply alone.
 func TestDenyCacheCustomAlgorithm(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	lim := newRedisLimiter(t, c, dailyQuota{limit: 2}, nil, redislimit.WithDenyCache(10))
 	for i, want := range []bool{true, true, false} {
 		if r, err := lim.Allow(ctx, "k"); err != nil || r.Allowed != want {

@@ -290,3 +290,13 @@ func flushScripts(t testing.TB, c redis.UniversalClient) {
 		t.Fatalf("SCRIPT FLUSH: %v", err)
 	}
 }
+
+// countedServer starts a redis-server and returns a client of it whose
+// commands and round trips a counter counts.
+func countedServer(t *testing.T) (*redis.Client, *counter) {
+	t.Helper()
+	c := redistest.NewClient(t, redistest.Start(t).Addr())
+	counting := &counter{}
+	c.AddHook(counting)
+	return c, counting
+}

@@ -100,9 +100,7 @@ func TestAllowManyOneRoundTrip(t *testing.T) {
 // Bad keys are refused before anything is sent; no keys, no results.
 func TestAllowManyBadInput(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	lim := newRedisLimiter(t, c, redislimit.FixedWindow(5, time.Minute), nil)
 	for _, tc := range []struct {
 		keys []string
@@ -176,9 +174,7 @@ func TestAllowManyRedisDown(t *testing.T) {
 // AllowMany answers the keys the deny cache holds without Redis.
 func TestAllowManyDenyCache(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	lim := newRedisLimiter(t, c, redislimit.FixedWindow(1, time.Hour), nil, redislimit.WithDenyCache(10))
 	if _, err := lim.AllowMany(ctx, []string{"a", "a", "b", "b"}); err != nil {
 		t.Fatal(err)
@@ -250,9 +246,7 @@ func TestWaitDeadlineAndCancel(t *testing.T) {
 // waiter per unit freed.
 func TestWaitManyWaitersNoStampede(t *testing.T) {
 	ctx := context.Background()
-	c := redistest.NewClient(t, redistest.Start(t).Addr())
-	counting := &counter{}
-	c.AddHook(counting)
+	c, counting := countedServer(t)
 	lim := newRedisLimiter(t, c, redislimit.TokenBucket(20, time.Second, 1), nil)
 	const waiters = 16
 	start := time.Now()

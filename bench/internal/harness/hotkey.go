@@ -22,12 +22,7 @@ const DenyCacheKeys = 1000
 // exhausted (TightLimit calls allowed, the next denied) and is still
 // denied, with a TTL, afterwards.
 func HotDeniedKey(b *testing.B, t *Target) {
-	var tb Algorithm
-	for _, a := range Algorithms() {
-		if a.Short == "tb" {
-			tb = a
-		}
-	}
+	tb := tokenBucket()
 	sat := tb.Saturated()
 	for _, mode := range []struct {
 		name string
@@ -74,12 +69,7 @@ const ManyKeys = 1000
 // sample of the keys shows the calls made (as [Algorithm.Allowed]
 // checks).
 func AllowMany(b *testing.B, t *Target) {
-	var tb Algorithm
-	for _, a := range Algorithms() {
-		if a.Short == "tb" {
-			tb = a
-		}
-	}
+	tb := tokenBucket()
 	open := tb.Allowed()
 	setup := func(b *testing.B) (*redislimit.Limiter, []string, *Counter) {
 		ctr := new(Counter)
@@ -159,4 +149,14 @@ func reportScripts(b *testing.B, m *Meter, decisions int64) {
 		b.Fatalf("%d decisions ran %d scripts in Redis, want at least one each", decisions, n)
 	}
 	b.ReportMetric(float64(n)/float64(decisions), "script-calls/decision")
+}
+
+// tokenBucket returns the token bucket of [Algorithms].
+func tokenBucket() Algorithm {
+	for _, a := range Algorithms() {
+		if a.Short == "tb" {
+			return a
+		}
+	}
+	panic("harness: no token bucket in Algorithms")
 }
