@@ -8,7 +8,8 @@ import (
 )
 
 // Result is the outcome of one decision. The zero value is a denial with no
-// capacity and nothing to wait for, and is returned alongside errors.
+// capacity and nothing to wait for, and is returned alongside errors. A
+// Result is not comparable with ==, as it holds [Result.Parts].
 type Result struct {
 	// Allowed reports whether the call was admitted (for [Limiter.Peek]:
 	// whether a call of cost 1 would be).
@@ -28,6 +29,12 @@ type Result struct {
 	// [WithOnError]. It is false for every decision Redis made, and for
 	// those of a limiter made with [NewLocal].
 	Degraded bool
+	// Parts holds, for a limiter on [All], one Result per part, in the
+	// order of All's arguments; nil for any other limiter. A part's
+	// Allowed reports whether that part admits the call, and its other
+	// fields are what it keeps after the decision: when another part
+	// denied the call, nothing was consumed from any.
+	Parts []Result
 }
 
 // Algorithm is a rate-limiting algorithm that a [Limiter] runs as one Lua
@@ -47,7 +54,9 @@ type Algorithm interface {
 	// granted at once. [Limiter.AllowN] refuses a larger cost with
 	// [ErrCostExceedsLimit] without calling Redis.
 	Limit() int
-	// Script returns the script that makes one decision.
+	// Script returns the script that makes one decision. A [Composable]
+	// algorithm may return nil: the limiter then runs the script
+	// assembled from its Body.
 	Script() *redis.Script
 	// Args returns the script's own arguments, passed as ARGV[4] onwards,
 	// or an error wrapping [ErrInvalidConfig] when the parameters are out
@@ -66,14 +75,42 @@ func parseReply(reply any) (Result, error) {
 	if len(a) != 4 {
 		return Result{}, fmt.Errorf("%w: got %d elements, want 4", ErrMalformedReply, len(a))
 	}
+	return parseQuad(a, 0)
+}
+
+// parseParts turns the reply of All's script, four integers per part, into
+// the Result of each of limits' parts, merged.
+func parseParts(reply any, limits []int) (Result, error) {
+	a, ok := reply.([]any)
+	if !ok {
+		return Result{}, fmt.Errorf("%w: got %T, want an array", ErrMalformedReply, reply)
+	}
+	if len(a) != 4*len(limits) {
+		return Result{}, fmt.Errorf("%w: got %d elements, want %d", ErrMalformedReply, len(a), 4*len(limits))
+	}
+	parts := make([]Result, len(limits))
+	for i := range parts {
+		r, err := parseQuad(a[4*i:4*i+4], i)
+		if err != nil {
+			return Result{}, err
+		}
+		r.Limit = limits[i]
+		parts[i] = r
+	}
+	return merge(parts), nil
+}
+
+// parseQuad parses one algorithm's four integers, the elements from 4*part
+// of a reply.
+func parseQuad(a []any, part int) (Result, error) {
 	var v [4]int64
 	for i, x := range a {
 		n, ok := x.(int64)
 		if !ok {
-			return Result{}, fmt.Errorf("%w: element %d is %T, want an integer", ErrMalformedReply, i, x)
+			return Result{}, fmt.Errorf("%w: element %d is %T, want an integer", ErrMalformedReply, 4*part+i, x)
 		}
 		if n < 0 {
-			return Result{}, fmt.Errorf("%w: element %d is negative", ErrMalformedReply, i)
+			return Result{}, fmt.Errorf("%w: element %d is negative", ErrMalformedReply, 4*part+i)
 		}
 		v[i] = n
 	}

@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
@@ -228,7 +230,7 @@ func TestMalformedReplies(t *testing.T) {
 			if !errors.Is(err, redislimit.ErrMalformedReply) && !(src == `return nil` && err != nil) {
 				t.Errorf("script %q: Allow = %+v, %v; want ErrMalformedReply", src, r, err)
 			}
-			if r != (redislimit.Result{}) {
+			if !cmp.Equal(r, redislimit.Result{}) {
 				t.Errorf("script %q: Result %+v alongside an error", src, r)
 			}
 			if err != nil && strings.Count(err.Error(), "redislimit:") != 1 {

@@ -1,6 +1,7 @@
 package redislimit
 
 import (
+	"slices"
 	"sync/atomic"
 	"time"
 )
@@ -30,10 +31,20 @@ type denial struct {
 	sentAt    int64
 	retryAt   int64 // sentAt + RetryAfter: no earlier than a call of cost n can succeed
 	resetAt   int64 // sentAt + ResetAfter
+	// For All: the parts' results, and when the first denying part could
+	// admit the call, past which the parts' answer is no longer sure.
+	parts   []Result
+	partsAt int64
 }
 
-// ExpiresAt implements expirer: past retryAt the denial says nothing.
-func (d denial) ExpiresAt() int64 { return d.retryAt }
+// ExpiresAt implements expirer: past retryAt the denial says nothing, nor
+// past partsAt what its parts say.
+func (d denial) ExpiresAt() int64 {
+	if d.parts != nil {
+		return min(d.retryAt, d.partsAt)
+	}
+	return d.retryAt
+}
 
 func newDenials(maxKeys int) *denials {
 	d := &denials{}
@@ -50,7 +61,7 @@ func newDenials(maxKeys int) *denials {
 func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
 	sh := d.shard(key)
 	e, ok := sh.m[key]
-	if ok && now >= e.retryAt {
+	if ok && now >= e.ExpiresAt() {
 		delete(sh.m, key)
 		ok = false
 	}
@@ -58,11 +69,23 @@ func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
 	if !ok || n < e.n || now < e.sentAt {
 		return Result{}, false
 	}
-	return Result{
+	r := Result{
 		Remaining:  e.remaining,
 		RetryAfter: micros(e.retryAt - now),
 		ResetAfter: micros(max(e.resetAt-now, 0)),
-	}, true
+	}
+	if e.parts != nil {
+		elapsed := micros(now - e.sentAt)
+		r.Parts = make([]Result, len(e.parts))
+		for i, p := range e.parts {
+			if !p.Allowed {
+				p.RetryAfter -= elapsed
+			}
+			p.ResetAfter = max(p.ResetAfter-elapsed, 0)
+			r.Parts[i] = p
+		}
+	}
+	return r, true
 }
 
 // stamp returns the epoch to pass to record for a call sent now.
@@ -104,6 +127,14 @@ func (d *denials) record(key string, n int, sentAt int64, epoch uint64, r Result
 		sentAt:    sentAt,
 		retryAt:   sentAt + r.RetryAfter.Microseconds(),
 		resetAt:   sentAt + r.ResetAfter.Microseconds(),
+	}
+	if r.Parts != nil {
+		e.parts, e.partsAt = slices.Clone(r.Parts), e.retryAt
+		for _, p := range r.Parts {
+			if !p.Allowed {
+				e.partsAt = min(e.partsAt, sentAt+p.RetryAfter.Microseconds())
+			}
+		}
 	}
 	if e.retryAt <= sentAt || epoch == noRecord || d.resets.Load() != 0 || d.epoch.Load() != epoch {
 		return

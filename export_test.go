@@ -11,3 +11,9 @@ func DenyKeys(l *Limiter) int { return l.denials.len() }
 
 // MaxInflight is how many sends a transport lane keeps in flight.
 var MaxInflight = maxInflight
+
+// RedisKeys exposes the Redis keys of an All limiter's parts.
+func RedisKeys(l *Limiter, key string) []string { return l.redisKeys(key) }
+
+// TTLMargin is how much longer than its state matters a key lives.
+const TTLMargin = ttlMargin

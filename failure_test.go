@@ -172,7 +172,7 @@ func TestFailurePolicies(t *testing.T) {
 			}
 			cctx, cancel := context.WithCancel(ctx)
 			cancel()
-			if r, err := lim.Allow(cctx, "k"); !errors.Is(err, context.Canceled) || r != (redislimit.Result{}) {
+			if r, err := lim.Allow(cctx, "k"); !errors.Is(err, context.Canceled) || !cmp.Equal(r, redislimit.Result{}) {
 				t.Errorf("Allow with a cancelled context = %+v, %v; want context.Canceled", r, err)
 			}
 			if n := log.count(); n != before {

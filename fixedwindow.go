@@ -10,7 +10,7 @@ import (
 //go:embed scripts/fixedwindow.lua
 var fixedWindowLua string
 
-var fixedWindowScript = redis.NewScript(fixedWindowLua)
+var fixedWindowScript = redis.NewScript(assemble([]string{fixedWindowLua}))
 
 // FixedWindow returns an [Algorithm] that admits at most limit units per
 // window. A key's window opens at the first call it admits and closes window
@@ -32,6 +32,7 @@ type fixedWindow struct {
 func (fixedWindow) Name() string          { return "fw" }
 func (a fixedWindow) Limit() int          { return a.limit }
 func (fixedWindow) Script() *redis.Script { return fixedWindowScript }
+func (fixedWindow) Body() string          { return fixedWindowLua }
 
 func (a fixedWindow) Args() ([]any, error) {
 	if err := checkUnits("fixed window", "limit", a.limit, maxUnits); err != nil {

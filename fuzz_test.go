@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
@@ -74,7 +76,7 @@ func FuzzAllowN(f *testing.F) {
 				if !isSentinel(err) {
 					t.Fatalf("AllowN(%q, %d): %v is not a sentinel error", key, n, err)
 				}
-				if r != (redislimit.Result{}) {
+				if !cmp.Equal(r, redislimit.Result{}) {
 					t.Fatalf("AllowN returned %+v alongside %v", r, err)
 				}
 				continue
@@ -122,7 +124,7 @@ func FuzzParseReply(f *testing.F) {
 			if !errors.Is(err, redislimit.ErrMalformedReply) {
 				t.Fatalf("ParseReply(%#v) = %v, want an error wrapping ErrMalformedReply", reply, err)
 			}
-			if r != (redislimit.Result{}) {
+			if !cmp.Equal(r, redislimit.Result{}) {
 				t.Fatalf("ParseReply returned %+v alongside %v", r, err)
 			}
 			return

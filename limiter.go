@@ -72,6 +72,8 @@ type Limiter struct {
 	args      []any // ARGV[4:], fixed at New
 	prefix    string
 	keyPrefix string           // prefix + name + ":{"
+	partKeys  []string         // for All: each part's prefix + "all:" + i + ":" + name + ":{"
+	parts     []int            // for All: each part's capacity; nil otherwise
 	hashes    *sync.Pool       // of HMAC hash.Hash, for WithHashedKeys; nil: keys as they are
 	now       func() time.Time // nil: Redis TIME (the local clock is then time.Now)
 
@@ -135,6 +137,9 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, err
 	}
 	script := alg.Script()
+	if c, ok := alg.(Composable); ok && script == nil && c.Body() != "" {
+		script = redis.NewScript(assemble([]string{c.Body()}))
+	}
 	l := &Limiter{
 		client:    client,
 		name:      alg.Name(),
@@ -172,7 +177,19 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
 	}
 	l.keyPrefix = l.prefix + l.name + ":{"
+	all, isAll := alg.(allOf)
+	if isAll {
+		l.parts = all.limits()
+		for _, name := range all.keyNames() {
+			l.partKeys = append(l.partKeys, l.prefix+name+":{")
+		}
+	}
 	if client == nil || l.policy == FailLocal {
+		if isAll {
+			if err := all.localParts(); err != nil {
+				return nil, err
+			}
+		}
 		la, ok := alg.(LocalAlgorithm)
 		if !ok {
 			return nil, fmt.Errorf("%w: algorithm %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.name)
@@ -254,7 +271,11 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.client == nil {
 		return nil
 	}
-	if _, err := l.callRedis(ctx, newRequest(resetProgram, l.redisKey(key), 0)); err != nil {
+	req := newRequest(resetProgram, l.redisKey(key), 0)
+	if l.parts != nil {
+		req = newRequestKeys(resetProgram, l.redisKeys(key), 0)
+	}
+	if _, err := l.callRedis(ctx, req); err != nil {
 		if cerr := callerDone(ctx); cerr != nil {
 			return l.wrap(cerr)
 		}
@@ -305,7 +326,12 @@ func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (
 // prepare returns the request for one decision on key at now (µs, used
 // with [WithClock]).
 func (l *Limiter) prepare(key string, n int, mode any, now int64) request {
-	r := newRequest(l.prog, l.redisKey(key), 3+len(l.args))
+	var r request
+	if l.parts == nil {
+		r = newRequest(l.prog, l.redisKey(key), 3+len(l.args))
+	} else {
+		r = newRequestKeys(l.prog, l.redisKeys(key), 3+len(l.args))
+	}
 	t := argRedisTime
 	if l.now != nil {
 		t = now
@@ -335,8 +361,13 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at se
 func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error, error) {
 	if err == nil {
 		var r Result
-		if r, err = parseReply(reply); err == nil {
+		if l.parts == nil {
+			r, err = parseReply(reply)
 			r.Limit = l.limit
+		} else {
+			r, err = parseParts(reply, l.parts)
+		}
+		if err == nil {
 			if l.denials != nil {
 				l.denials.record(key, n, at.now, at.epoch, r)
 			}
@@ -351,14 +382,33 @@ func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, a
 		l.onError(ctx, err)
 	}
 	switch l.policy {
-	case FailOpen:
-		return Result{Allowed: true, Limit: l.limit, Remaining: l.limit, Degraded: true}, nil, err
-	case FailClosed:
-		return Result{Limit: l.limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}, nil, err
+	case FailOpen, FailClosed:
+		return l.degraded(l.policy == FailOpen), nil, err
 	case FailLocal:
 		return l.decideLocal(key, n, mode == argConsume, true), nil, err
 	}
 	return Result{}, err, nil
+}
+
+// degraded returns the decision of FailOpen (open) or FailClosed: admitted
+// with full capacity, or denied for the breaker's cooldown.
+func (l *Limiter) degraded(open bool) Result {
+	one := func(limit int) Result {
+		if open {
+			return Result{Allowed: true, Limit: limit, Remaining: limit, Degraded: true}
+		}
+		return Result{Limit: limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}
+	}
+	if l.parts == nil {
+		return one(l.limit)
+	}
+	parts := make([]Result, len(l.parts))
+	for i, limit := range l.parts {
+		parts[i] = one(limit)
+	}
+	r := merge(parts)
+	r.Degraded = true
+	return r
 }
 
 // AllowMany reports, for each key in keys, whether one call on it is
@@ -456,9 +506,30 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 	return r
 }
 
+// redisKey returns the Redis key of key; for All, its first part's.
 func (l *Limiter) redisKey(key string) string {
+	p := l.keyPrefix
+	if l.partKeys != nil {
+		p = l.partKeys[0]
+	}
+	return p + l.tag(key) + "}"
+}
+
+// redisKeys returns the Redis keys of key's parts, for All.
+func (l *Limiter) redisKeys(key string) []string {
+	tag := l.tag(key)
+	keys := make([]string, len(l.partKeys))
+	for i, p := range l.partKeys {
+		keys[i] = p + tag + "}"
+	}
+	return keys
+}
+
+// tag returns what goes between the braces of key's Redis keys: key, or
+// with WithHashedKeys its keyed hash.
+func (l *Limiter) tag(key string) string {
 	if l.hashes == nil {
-		return l.keyPrefix + key + "}"
+		return key
 	}
 	h := l.hashes.Get().(hash.Hash)
 	h.Reset()
@@ -468,7 +539,7 @@ func (l *Limiter) redisKey(key string) string {
 	l.hashes.Put(h)
 	var hx [32]byte
 	hex.Encode(hx[:], sum[:16])
-	return l.keyPrefix + string(hx[:]) + "}"
+	return string(hx[:])
 }
 
 // wrap names the algorithm in err, which it wraps: "redislimit: fw: " and

@@ -10,7 +10,7 @@ import (
 //go:embed scripts/slidinglog.lua
 var slidingLogLua string
 
-var slidingLogScript = redis.NewScript(slidingLogLua)
+var slidingLogScript = redis.NewScript(assemble([]string{slidingLogLua}))
 
 // maxLogUnits bounds a sliding log's limit: the log keeps one entry per
 // admitted unit (about 100 bytes each in Redis).
@@ -37,6 +37,7 @@ type slidingLog struct {
 func (slidingLog) Name() string          { return "sl" }
 func (a slidingLog) Limit() int          { return a.limit }
 func (slidingLog) Script() *redis.Script { return slidingLogScript }
+func (slidingLog) Body() string          { return slidingLogLua }
 
 func (a slidingLog) Args() ([]any, error) {
 	if err := checkUnits("sliding log", "limit", a.limit, maxLogUnits); err != nil {

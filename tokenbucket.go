@@ -11,7 +11,7 @@ import (
 //go:embed scripts/tokenbucket.lua
 var tokenBucketLua string
 
-var tokenBucketScript = redis.NewScript(tokenBucketLua)
+var tokenBucketScript = redis.NewScript(assemble([]string{tokenBucketLua}))
 
 // TokenBucket returns an [Algorithm] with a bucket of burst tokens per key
 // that starts full and refills continuously at rate tokens every per, never
@@ -37,6 +37,7 @@ type tokenBucket struct {
 func (tokenBucket) Name() string          { return "tb" }
 func (a tokenBucket) Limit() int          { return a.burst }
 func (tokenBucket) Script() *redis.Script { return tokenBucketScript }
+func (tokenBucket) Body() string          { return tokenBucketLua }
 
 func (a tokenBucket) Args() ([]any, error) {
 	if err := checkUnits("token bucket", "rate", a.rate, maxUnits); err != nil {

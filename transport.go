@@ -64,8 +64,8 @@ func (c *srcCapture) ScriptLoad(ctx context.Context, _ string) *redis.StringCmd 
 	return redis.NewStringCmd(ctx)
 }
 
-// lineHead is how many values of a command line come before ARGV:
-// EVALSHA, the SHA-1, the key count (1) and the key.
+// lineHead is how many values of a command line come before ARGV for a
+// script on one key: EVALSHA, the SHA-1, the key count (1) and the key.
 const lineHead = 4
 
 // A request is one script call, ready to send.
@@ -82,6 +82,27 @@ func newRequest(p *program, rkey string, argc int) request {
 	line := make([]any, lineHead, lineHead+argc)
 	line[0], line[1], line[2], line[3] = "evalsha", p.hash, 1, rkey
 	return request{prog: p, line: line}
+}
+
+// newRequestKeys is newRequest for a script on several keys, all in the
+// slot of the first.
+func newRequestKeys(p *program, rkeys []string, argc int) request {
+	line := make([]any, 3, 3+len(rkeys)+argc)
+	line[0], line[1], line[2] = "evalsha", p.hash, len(rkeys)
+	for _, k := range rkeys {
+		line = append(line, k)
+	}
+	return request{prog: p, line: line}
+}
+
+// keys returns r's Redis keys.
+func (r *request) keys() []string {
+	n := r.line[2].(int)
+	keys := make([]string, n)
+	for i := range keys {
+		keys[i] = r.line[3+i].(string)
+	}
+	return keys
 }
 
 // cmd returns the EVALSHA command of r, or, when eval is set, the EVAL
@@ -133,7 +154,8 @@ func isNoScript(err error) bool {
 func send(ctx context.Context, c redis.Scripter, r *request) (any, error) {
 	p, ok := c.(processor)
 	if !ok {
-		return r.prog.script.Run(ctx, c, []string{r.line[3].(string)}, r.line[lineHead:]...).Result()
+		keys := r.keys()
+		return r.prog.script.Run(ctx, c, keys, r.line[3+len(keys):]...).Result()
 	}
 	cmd := r.cmd(ctx, false)
 	_ = p.Process(ctx, onceCmd{cmd})

@@ -805,7 +805,7 @@ func TestTransportCancelWhileQueued(t *testing.T) {
 				t.Fatal("a call cancelled while queued did not return within 2s")
 			}
 			took := time.Since(cancelled)
-			if !errors.Is(o.err, context.Canceled) || o.r != (redislimit.Result{}) {
+			if !errors.Is(o.err, context.Canceled) || !cmp.Equal(o.r, redislimit.Result{}) {
 				t.Errorf("Allow cancelled while queued = %+v, %v; want context.Canceled", o.r, o.err)
 			}
 			if took > time.Second {

@@ -1,21 +1,18 @@
--- Fixed window: at most ARGV[4] units per window of ARGV[5] µs. A key's window
--- opens at the first call it admits and closes ARGV[5] µs later; the next
+-- Fixed window: at most limit units per window of window µs. A key's window
+-- opens at the first call it admits and closes window µs later; the next
 -- admitted call after that opens a new one.
 --
--- KEYS[1]  the limiter key
--- ARGV[1]  now, in µs since the Unix epoch, or "" to read Redis TIME
--- ARGV[2]  cost, whole units >= 1
--- ARGV[3]  "1" to consume the cost when it is allowed, "0" to only report
--- ARGV[4]  limit, units per window
--- ARGV[5]  window, in µs (>= 1000)
--- Reply    {allowed 1|0, remaining units, retry_after µs, reset_after µs}
+-- A body (the package documentation, "Writing an algorithm", has the
+-- contract): decide(key, now, n, limit, window) with
+--   limit   units per window
+--   window  in µs (>= 1000)
 --
 -- State: the string "<window end µs> <count>", written with SET ... PX so it
--- expires when its window closes. The TTL only collects garbage: decisions
--- read the stored end. A value in any other form (a bare counter left by
--- INCR-based code, say) counts as that many units in a window opening now,
--- and is rewritten with a TTL even when the call is denied. A key of ours
--- found without a TTL gets one.
+-- expires a margin after its window closes. The TTL only collects garbage:
+-- decisions read the stored end. A value in any other form (a bare counter
+-- left by INCR-based code, say) counts as that many units in a window
+-- opening now, and is rewritten with a TTL even when the call is denied. A
+-- key of ours found without a TTL gets one.
 --
 -- Cost: a string known to hold digits becomes a number by arithmetic
 -- (s + 0), sparing a call to tonumber; a number reaches redis.call as a
@@ -26,51 +23,42 @@
 -- and written, so no count is forgotten, nothing refills, and the window
 -- ends no later than a full window from now.
 
-local key = KEYS[1]
-local now = ARGV[1]
-if now == '' then
-  local t = redis.call('TIME')
-  now = t[1] * 1000000 + t[2]
-else
-  now = tonumber(now)
-end
-local n = ARGV[2] + 0
-local limit = ARGV[4] + 0
-local window = ARGV[5] + 0
-
-local wend, count, dirty = 0, 0, false
-local v = redis.call('GET', key)
-if v then
-  local e, c = string.match(v, '^(-?%d+) (%d+)$')
-  if e then
-    wend, count = e + 0, c + 0
-  else
-    count = math.floor(tonumber(v) or 0)
-    if count ~= count or count < 0 or count > limit then count = limit end
+return function(key, now, n, limit, window)
+  limit, window = limit + 0, window + 0
+  local wend, count, dirty = 0, 0, false
+  local v = redis.call('GET', key)
+  if v then
+    local e, c = string.match(v, '^(-?%d+) (%d+)$')
+    if e then
+      wend, count = e + 0, c + 0
+    else
+      count = math.floor(tonumber(v) or 0)
+      if count ~= count or count < 0 or count > limit then count = limit end
+      wend, dirty = now + window, true
+    end
+  end
+  if wend <= now then
+    wend, count = now + window, 0
+  elseif wend > now + window then
     wend, dirty = now + window, true
   end
+  local allowed = count + n <= limit
+  return allowed, function(consume)
+    if consume then
+      count = count + n
+      dirty = true
+    end
+    local left = wend - now
+    if dirty then
+      redis.call('SET', key, string.format('%d %d', wend, count), 'PX', ttl(left))
+    elseif v and redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, ttl(left))
+    end
+    local retry, reset = 0, 0
+    if not allowed then retry = left end
+    if count > 0 then reset = left end
+    local remaining = limit - count
+    if remaining < 0 then remaining = 0 end
+    return remaining, retry, reset
+  end
 end
-if wend <= now then
-  wend, count = now + window, 0
-elseif wend > now + window then
-  wend, dirty = now + window, true
-end
-
-local allowed = count + n <= limit
-if allowed and ARGV[3] == '1' then
-  count = count + n
-  dirty = true
-end
-local left = wend - now
-if dirty then
-  redis.call('SET', key, string.format('%d %d', wend, count), 'PX', string.format('%d', math.ceil(left / 1000)))
-elseif v and redis.call('PTTL', key) == -1 then
-  redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000)))
-end
-
-local retry, reset = 0, 0
-if not allowed then retry = left end
-if count > 0 then reset = left end
-local remaining = limit - count
-if remaining < 0 then remaining = 0 end
-return {allowed and 1 or 0, remaining, retry, reset}
