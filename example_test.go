@@ -113,41 +113,43 @@ func ExampleWithClock() {
 }
 
 // dailyQuota is an Algorithm defined outside the package: at most limit
-// units per UTC calendar day. The Limiter gives it validation, key layout,
-// the time source and reply checking.
+// units per UTC calendar day. It is Composable: its decision is a Lua body,
+// from which the Limiter assembles its script, so it can also be a part of
+// All. The Limiter gives it validation, key layout, the time source and
+// reply checking.
 type dailyQuota struct{ limit int }
 
-var dailyQuotaScript = redis.NewScript(`
-local now = ARGV[1]
-if now == '' then
-  local t = redis.call('TIME')
-  now = t[1] * 1000000 + t[2]
-else
-  now = tonumber(now)
+// dailyQuotaBody decides; its closure writes, and only when told.
+const dailyQuotaBody = `
+return function(key, now, n, limit)
+  limit = limit + 0
+  local day = 86400000000
+  local dayEnd = (math.floor(now / day) + 1) * day
+  local used = 0
+  local v = redis.call('GET', key)
+  if v then
+    local e, u = string.match(v, '^(%d+) (%d+)$')
+    if tonumber(e) == dayEnd then used = tonumber(u) end
+  end
+  local left = dayEnd - now
+  local allowed = used + n <= limit
+  return allowed, function(consume)
+    if consume then
+      used = used + n
+      redis.call('SET', key, string.format('%d %d', dayEnd, used), 'PX', ttl(left))
+    end
+    local retry, reset = 0, 0
+    if not allowed then retry = left end
+    if used > 0 then reset = left end
+    return math.max(limit - used, 0), retry, reset
+  end
 end
-local n, limit, day = tonumber(ARGV[2]), tonumber(ARGV[4]), 86400000000
-local dayEnd = (math.floor(now / day) + 1) * day
-local used = 0
-local v = redis.call('GET', KEYS[1])
-if v then
-  local e, u = string.match(v, '^(%d+) (%d+)$')
-  if tonumber(e) == dayEnd then used = tonumber(u) end
-end
-local left = dayEnd - now
-local ok = used + n <= limit
-if ok and ARGV[3] == '1' then
-  used = used + n
-  redis.call('SET', KEYS[1], string.format('%d %d', dayEnd, used), 'PX', math.ceil(left / 1000))
-end
-local retry, reset = 0, 0
-if not ok then retry = left end
-if used > 0 then reset = left end
-return {ok and 1 or 0, math.max(limit - used, 0), retry, reset}
-`)
+`
 
 func (dailyQuota) Name() string          { return "daily" }
 func (q dailyQuota) Limit() int          { return q.limit }
-func (dailyQuota) Script() *redis.Script { return dailyQuotaScript }
+func (dailyQuota) Script() *redis.Script { return nil } // assembled from Body
+func (dailyQuota) Body() string          { return dailyQuotaBody }
 func (q dailyQuota) Args() ([]any, error) {
 	if q.limit < 1 {
 		return nil, fmt.Errorf("%w: daily quota must be at least 1", redislimit.ErrInvalidConfig)

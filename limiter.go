@@ -503,6 +503,11 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 		r.Allowed, r.RetryAfter = false, l.localPeriod
 	}
 	r.Limit, r.Degraded = l.localLimit, degraded
+	if degraded {
+		for i := range r.Parts {
+			r.Parts[i].Degraded = true
+		}
+	}
 	return r
 }
 
