@@ -507,4 +507,3 @@ func TestAllFeatures(t *testing.T) {
 		}
 	})
 }
-
