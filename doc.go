@@ -21,6 +21,17 @@
 //   - [TokenBucket](rate, per, burst): a bucket that starts full at burst
 //     tokens and refills continuously at rate tokens every per, never above
 //     burst. Smooth, constant state; the usual choice for APIs.
+//   - [SlidingWindow](limit, window): the sliding window counter: the
+//     current window's count plus the previous window's, weighted by how
+//     much of it the sliding window still covers. Smooth and constant
+//     state, like a token bucket, with a window's meaning; an estimate, so
+//     a window-long interval can admit more than limit on skewed traffic
+//     (see its documentation for the bound).
+//   - [All](algs...): several limits on one key at once (10 a second and
+//     1,000 an hour and 10,000 a day): a call is admitted only when every
+//     part admits it, and then consumes from every part; a call any part
+//     denies consumes from none. Still one script, one round trip,
+//     atomic; [Result.Parts] has each part's result.
 //
 // # Guarantees
 //
@@ -40,7 +51,11 @@
 //   - Atomic: reading the state, deciding, writing it and setting its TTL
 //     happen inside one script. Every key a script writes gets a TTL in that
 //     script, and a key found without one gets one. No key lives forever;
-//     TTLs only collect garbage and decisions never depend on them.
+//     TTLs only collect garbage and decisions never depend on them. Each
+//     TTL runs a second past the moment the key's state stops mattering,
+//     so that no key expires while it still counts (Redis counts a TTL set
+//     in a script from the script's start, in whole ms, which without a
+//     margin can end a 1ms window's key early).
 //   - A denied call consumes nothing, and [Limiter.AllowN] is all or nothing.
 //     A cost above the capacity could never succeed: it returns
 //     [ErrCostExceedsLimit] and sends nothing.
@@ -69,8 +84,12 @@
 //	prefix + name + ":{" + K + "}"
 //
 // where prefix is [DefaultPrefix] ("rl:") unless [WithPrefix] sets another
-// and name is the algorithm's: "fw", "sl" or "tb". So a sliding log on key
-// "203.0.113.7" lives at "rl:sl:{203.0.113.7}". Two algorithms on the same
+// and name is the algorithm's: "fw", "sl", "tb" or "sw". So a sliding log on key
+// "203.0.113.7" lives at "rl:sl:{203.0.113.7}". A limiter on [All] keeps
+// one key per part, prefix + "all:" + i + ":" + name + ":{" + K + "}" for
+// the part at index i, such as "rl:all:0:tb:{203.0.113.7}" and
+// "rl:all:1:fw:{203.0.113.7}": parts never share state, and all of them
+// sit in K's Cluster slot. Two algorithms on the same
 // user key never collide. The user key sits in a Redis Cluster hash tag, so
 // it alone picks the key's slot. Any byte string of 1 to [MaxKeyLen] bytes
 // is a valid key. Limiters with different parameters of the same algorithm
@@ -109,11 +128,14 @@
 // succeed. A client that floods a key it has exhausted then costs no round
 // trip. The cache only denies what Redis would deny, never admits, and
 // stops no later than the denial in Redis does. Another process's Reset is
-// seen at most the remaining RetryAfter later.
+// seen at most the remaining RetryAfter later. For [All], a cached denial
+// lasts until the first part that denied could admit the call, so that
+// its [Result.Parts] stay true.
 //
 // # Redis Cluster
 //
-// Every decision touches one key, so a Limiter runs on a
+// Every decision touches one key, or for [All] one key per part, all in
+// one slot, so a Limiter runs on a
 // *redis.ClusterClient as it does on one node: no CROSSSLOT errors, and no
 // script loading to do, as each node gets the script on its first call
 // (EVALSHA, then EVAL on NOSCRIPT), a newly promoted replica included.
@@ -142,7 +164,37 @@
 // # Writing an algorithm
 //
 // Implement [Algorithm] in any package and pass it to [New]; the Limiter
-// does the rest. Its script is called as
+// does the rest. The simplest way, and the only one that lets the
+// algorithm take part in [All], is to also implement [Composable]: its
+// Body is Lua source, a chunk that returns the algorithm's decide
+// function, and the Limiter assembles the script around it (Script may
+// then return nil):
+//
+//	return function(key, now, n, ...)
+//	  -- key: the Redis key; now: µs since the Unix epoch (a number);
+//	  -- n: the cost, from 1 to Limit(); ...: the values Args returned,
+//	  -- as strings. Read key's state and decide; write nothing.
+//	  local allowed = ...
+//	  return allowed, function(consume)
+//	    -- Write: consume n when consume is true (it is only when allowed,
+//	    -- and within All, when every part allowed); otherwise write only
+//	    -- repairs (state the clock left in the future, a missing TTL).
+//	    -- Set a TTL on every write: ttl(us) gives it, in ms, for state
+//	    -- that matters for us more µs, with the margin.
+//	    return remaining, retry_after_us, reset_after_us
+//	  end
+//	end
+//
+// decide may also drop state that no longer counts. The three numbers
+// are integers, none negative: retry_after 0 exactly when allowed, and
+// durations at most [MaxWindow]; remaining and the durations are what the
+// key holds after the write. The body must touch no key but key. The
+// script reads the time once (Redis TIME, or the [WithClock] time) and
+// passes it to every body, so the parts of an All decide at one instant.
+// Example_customAlgorithm writes a daily quota this way.
+//
+// An algorithm that is not Composable gives its whole script instead,
+// called as
 //
 //	KEYS[1]  the Redis key, built as above with the algorithm's Name
 //	ARGV[1]  now in µs since the Unix epoch as a decimal integer, or "" when
@@ -155,20 +207,21 @@
 //
 //	{allowed (1 or 0), remaining units, retry_after µs, reset_after µs}
 //
-// with none negative, retry_after 0 exactly when allowed is 1, and durations
-// at most [MaxWindow]. It must touch no key but KEYS[1], set a TTL on it
-// whenever it writes it, and never consume when ARGV[3] is "0" (it may
-// still drop expired state or repair state the clock left in the future). Lua numbers are doubles: keep times in integer
-// µs, and format large numbers with string.format("%d", x), never with
-// tostring or "..", which keep only 14 digits. To decide in process memory
-// too ([NewLocal], [FailLocal]), implement [LocalAlgorithm].
+// with the same rules, touching no key but KEYS[1], setting a TTL on it
+// whenever it writes it, and never consuming when ARGV[3] is "0". [All]
+// refuses such an algorithm with [ErrInvalidConfig].
+//
+// Either way, Lua numbers are doubles: keep times in integer µs, and
+// format large numbers with string.format("%d", x), never with tostring or
+// "..", which keep only 14 digits. To decide in process memory too
+// ([NewLocal], [FailLocal]), implement [LocalAlgorithm].
 //
 // Each of the package's own algorithms lives in one Go file (its
-// constructor, its [Algorithm] and [LocalAlgorithm] methods, and its
-// in-process state, a mirror of its script) and one script in scripts/,
-// embedded by that file; the tests run every algorithm of one table
-// through the conformance suite, the fuzz targets and the in-process
-// comparison, so a new one needs a row there.
+// constructor, its [Algorithm], [Composable] and [LocalAlgorithm]
+// methods, and its in-process state, a mirror of its body) and one body in
+// scripts/, embedded by that file; the tests run every algorithm of one
+// table through the conformance suite, the fuzz targets and the
+// in-process comparison, so a new one needs a row there.
 //
 // # When Redis fails
 //

@@ -238,3 +238,74 @@ func ExampleLimiter_Wait() {
 	// true false
 	// false true
 }
+
+func ExampleAll() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// 2 a second, and 3 an hour: both hold, atomically.
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	lim, err := redislimit.New(rdb, redislimit.All(
+		redislimit.FixedWindow(2, time.Second),
+		redislimit.FixedWindow(3, time.Hour),
+	), redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	for i := 0; i < 3; i++ {
+		res, _ := lim.Allow(ctx, "customer-7")
+		fmt.Println(res.Allowed, res.Remaining, res.RetryAfter)
+	}
+	// The per-second limit denied the third call, which the hourly one
+	// would have admitted: it was not charged.
+	now = now.Add(time.Second)
+	res, _ := lim.Allow(ctx, "customer-7")
+	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining)
+	res, _ = lim.Allow(ctx, "customer-7")
+	fmt.Println(res.Allowed, res.Parts[0].Allowed, res.Parts[1].Allowed, res.RetryAfter)
+	// Output:
+	// true 1 0s
+	// true 0 0s
+	// false 0 1s
+	// true 1 0
+	// false true false 59m59s
+}
+
+func ExampleComposable() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// dailyQuota (see Example_customAlgorithm) has a Lua body, so it can
+	// be a part of All next to the package's own algorithms.
+	now := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
+	lim, err := redislimit.New(rdb, redislimit.All(
+		redislimit.TokenBucket(5, time.Second, 5),
+		dailyQuota{limit: 8},
+	), redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	res, _ := lim.AllowN(ctx, "customer-9", 5)
+	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining)
+	now = now.Add(time.Second)
+	res, _ = lim.AllowN(ctx, "customer-9", 4)
+	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining, res.RetryAfter)
+
+	// An algorithm without a body cannot be a part.
+	_, err = redislimit.New(rdb, redislimit.All(redislimit.TokenBucket(5, time.Second, 5), scriptOnly{}))
+	fmt.Println(errors.Is(err, redislimit.ErrInvalidConfig))
+	// Output:
+	// true 0 3
+	// false 5 3 5h59m59s
+	// true
+}
+
+// scriptOnly is an Algorithm with a whole script and no body.
+type scriptOnly struct{}
+
+func (scriptOnly) Name() string          { return "scriptonly" }
+func (scriptOnly) Limit() int            { return 1 }
+func (scriptOnly) Script() *redis.Script { return redis.NewScript("return {1, 0, 0, 0}") }
+func (scriptOnly) Args() ([]any, error)  { return nil, nil }
