@@ -14,7 +14,8 @@ type Result struct {
 	// Allowed reports whether the call was admitted (for [Limiter.Peek]:
 	// whether a call of cost 1 would be).
 	Allowed bool
-	// Limit is the capacity in units: a window's limit or a bucket's burst.
+	// Limit is the capacity in units: a window's limit or a bucket's burst;
+	// for [All], the smallest part's.
 	Limit int
 	// Remaining is how many more calls of cost 1 would be allowed right now.
 	Remaining int
