@@ -15,6 +15,7 @@ import (
 
 	"github.com/redislimit/redislimit"
 	"github.com/redislimit/redislimit/internal/clock"
+	"github.com/redislimit/redislimit/internal/redistest"
 )
 
 // whole is the Result that All documents for the parts' results: allowed
@@ -504,6 +505,61 @@ func TestAllFeatures(t *testing.T) {
 		defer cancel2()
 		if err := lim.Wait(short, "k"); !errors.Is(err, context.DeadlineExceeded) {
 			t.Errorf("Wait with the window spent: %v, want DeadlineExceeded", err)
+		}
+	})
+}
+
+// FuzzAll feeds All of two fuzzed parts, costs and keys to New, NewLocal
+// and AllowN: no panic, errors are sentinels, and a decision keeps the
+// Result contract, for the whole and each part, with the whole merged
+// from its parts as documented. The Redis-backed limiter runs on
+// miniredis.
+func FuzzAll(f *testing.F) {
+	f.Add("user", 1, uint8(0), 5, int64(time.Minute), uint8(2), 3, int64(time.Second))
+	f.Add("k", 4, uint8(1), 5, int64(time.Second), uint8(3), 9, int64(time.Hour))
+	f.Add("k", 9, uint8(0), 5, int64(time.Second), uint8(0), 9, int64(time.Hour))
+	f.Add("{k}", 2, uint8(2), 2, int64(time.Millisecond), uint8(1), 0, int64(time.Second))
+	f.Add("", 1, uint8(3), 1, int64(time.Second), uint8(2), 1, int64(-5))
+	m := redistest.Mini(f)
+	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
+	f.Cleanup(func() { _ = c.Close() })
+	ctx := context.Background()
+	f.Fuzz(func(t *testing.T, key string, n int, w1 uint8, l1 int, s1 int64, w2 uint8, l2 int, s2 int64) {
+		alg := redislimit.All(fuzzAlgorithm(w1, l1, s1), fuzzAlgorithm(w2, l2, s2))
+		opts := []redislimit.Option{redislimit.WithTimeout(time.Minute)}
+		local, lerr := redislimit.NewLocal(alg, opts...)
+		remote, rerr := redislimit.New(c, alg, append(opts, redislimit.WithFailurePolicy(redislimit.FailLocal))...)
+		for _, err := range []error{lerr, rerr} {
+			if err != nil && !isSentinel(err) {
+				t.Fatalf("New: %v is not a sentinel error", err)
+			}
+		}
+		for _, lim := range []*redislimit.Limiter{local, remote} {
+			if lim == nil {
+				continue
+			}
+			for i := 0; i < 3; i++ {
+				r, err := lim.AllowN(ctx, key, n)
+				if err != nil {
+					if !isSentinel(err) {
+						t.Fatalf("AllowN(%q, %d): %v is not a sentinel error", key, n, err)
+					}
+					if !cmp.Equal(r, redislimit.Result{}) {
+						t.Fatalf("AllowN returned %+v alongside %v", r, err)
+					}
+					break
+				}
+				checkResult(t, r)
+				if len(r.Parts) != 2 {
+					t.Fatalf("Result %+v: %d parts, want 2", r, len(r.Parts))
+				}
+				for _, p := range r.Parts {
+					checkResult(t, p)
+				}
+				if diff := cmp.Diff(whole(r.Parts...), r); diff != "" {
+					t.Fatalf("the whole Result is not merged from its parts (-merged +got):\n%s", diff)
+				}
+			}
 		}
 	})
 }
