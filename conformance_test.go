@@ -460,6 +460,10 @@ func shortAlgorithm(name string, limit int, period time.Duration) redislimit.Alg
 		return redislimit.FixedWindow(limit, period)
 	case "SlidingLog":
 		return redislimit.SlidingLog(limit, period)
+	case "SlidingWindow":
+		// An exhausted key is full again two windows later; a window is
+		// at least a millisecond.
+		return redislimit.SlidingWindow(limit, max(period/2, time.Millisecond))
 	case "TokenBucket":
 		return redislimit.TokenBucket(limit, period, limit)
 	}

@@ -32,11 +32,13 @@ func isSentinel(err error) bool {
 // fuzzAlgorithm builds one of the algorithms from fuzzed parameters.
 func fuzzAlgorithm(which uint8, limit int, span int64) redislimit.Algorithm {
 	d := time.Duration(span)
-	switch which % 3 {
+	switch which % 4 {
 	case 0:
 		return redislimit.FixedWindow(limit, d)
 	case 1:
 		return redislimit.SlidingLog(limit, d)
+	case 3:
+		return redislimit.SlidingWindow(limit, d)
 	}
 	return redislimit.TokenBucket(limit, d, limit)
 }

@@ -33,6 +33,8 @@ func algorithms() []algCase {
 	return []algCase{
 		{"FixedWindow", redislimit.FixedWindow(5, time.Minute), time.Minute},
 		{"SlidingLog", redislimit.SlidingLog(5, time.Minute), time.Minute},
+		// The previous window's units weigh in through the next window.
+		{"SlidingWindow", redislimit.SlidingWindow(5, time.Minute), 2 * time.Minute},
 		{"TokenBucket", redislimit.TokenBucket(5, time.Minute, 5), time.Minute},
 	}
 }

@@ -26,6 +26,8 @@ func TestLocalMatchesScripts(t *testing.T) {
 	algs := []redislimit.Algorithm{
 		redislimit.FixedWindow(7, 10*s),
 		redislimit.SlidingLog(7, 10*s),
+		redislimit.SlidingWindow(7, 10*s),
+		redislimit.SlidingWindow(5, 3*s),
 		redislimit.TokenBucket(1, 2*s, 7),
 		redislimit.TokenBucket(3, 3*s, 5),
 	}
