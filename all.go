@@ -48,7 +48,9 @@ const maxParts = 16
 //
 // for the part at index i (from 0) with the algorithm name name, so two
 // parts never share state, whatever their kinds, and every part of user
-// key K sits in K's Cluster slot. An All nested in algs is flattened into
+// key K sits in K's Cluster slot. (A K that begins with '}' would give
+// the keys no hash tag, and so different slots: it is replaced by its
+// SHA-256, in 32 hex digits, unless [WithHashedKeys] already hashes it.) An All nested in algs is flattened into
 // its parts.
 //
 // Every part must implement [Composable]; [New] refuses a part that does

@@ -89,7 +89,8 @@
 // one key per part, prefix + "all:" + i + ":" + name + ":{" + K + "}" for
 // the part at index i, such as "rl:all:0:tb:{203.0.113.7}" and
 // "rl:all:1:fw:{203.0.113.7}": parts never share state, and all of them
-// sit in K's Cluster slot. Two algorithms on the same
+// sit in K's Cluster slot (a K that begins with '}', which would leave no
+// hash tag, is replaced there by its SHA-256 in 32 hex digits). Two algorithms on the same
 // user key never collide. The user key sits in a Redis Cluster hash tag, so
 // it alone picks the key's slot. Any byte string of 1 to [MaxKeyLen] bytes
 // is a valid key. Limiters with different parameters of the same algorithm

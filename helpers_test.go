@@ -36,6 +36,9 @@ func algorithms() []algCase {
 		// The previous window's units weigh in through the next window.
 		{"SlidingWindow", redislimit.SlidingWindow(5, time.Minute), 2 * time.Minute},
 		{"TokenBucket", redislimit.TokenBucket(5, time.Minute, 5), time.Minute},
+		// The bucket is the smaller part; the window is spent only by
+		// other calls.
+		{"All", redislimit.All(redislimit.TokenBucket(5, time.Minute, 5), redislimit.FixedWindow(9, time.Minute)), time.Minute},
 	}
 }
 

@@ -513,16 +513,23 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 
 // redisKey returns the Redis key of key; for All, its first part's.
 func (l *Limiter) redisKey(key string) string {
-	p := l.keyPrefix
 	if l.partKeys != nil {
-		p = l.partKeys[0]
+		return l.redisKeys(key)[0]
 	}
-	return p + l.tag(key) + "}"
+	return l.keyPrefix + l.tag(key) + "}"
 }
 
-// redisKeys returns the Redis keys of key's parts, for All.
+// redisKeys returns the Redis keys of key's parts, for All. A key that
+// begins with '}' would leave its Redis keys with an empty hash tag, and
+// Redis Cluster would then hash each whole key to a slot of its own: such
+// a key is replaced by its SHA-256, 32 hex digits, so that the parts
+// share a slot.
 func (l *Limiter) redisKeys(key string) []string {
 	tag := l.tag(key)
+	if l.hashes == nil && key[0] == '}' {
+		sum := sha256.Sum256([]byte(key))
+		tag = hex.EncodeToString(sum[:16])
+	}
 	keys := make([]string, len(l.partKeys))
 	for i, p := range l.partKeys {
 		keys[i] = p + tag + "}"

@@ -30,6 +30,7 @@ func TestLocalMatchesScripts(t *testing.T) {
 		redislimit.SlidingWindow(5, 3*s),
 		redislimit.TokenBucket(1, 2*s, 7),
 		redislimit.TokenBucket(3, 3*s, 5),
+		redislimit.All(redislimit.SlidingWindow(6, 5*s), redislimit.TokenBucket(1, s, 4), redislimit.SlidingLog(9, 20*s)),
 	}
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		for ai, alg := range algs {
