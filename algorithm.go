@@ -39,11 +39,12 @@ type Result struct {
 }
 
 // Algorithm is a rate-limiting algorithm that a [Limiter] runs as one Lua
-// script per decision. [FixedWindow], [SlidingLog] and [TokenBucket] return
-// the package's own. Implement it in any package to add another one: the
-// [Limiter] then gives it key handling, validation, the time source, reply
-// checking and every other feature. The package documentation ("Writing an
-// algorithm") states the contract its script must follow.
+// script per decision. [FixedWindow], [SlidingLog], [SlidingWindow],
+// [TokenBucket] and [All] return the package's own. Implement it in any
+// package to add another one: the [Limiter] then gives it key handling,
+// validation, the time source, reply checking and every other feature.
+// The package documentation ("Writing an algorithm") states the contract
+// its script, or its [Composable] body, must follow.
 //
 // A Limiter calls the methods once, in [New]; they must not change later.
 type Algorithm interface {

@@ -15,7 +15,9 @@ var fixedWindowScript = redis.NewScript(assemble([]string{fixedWindowLua}))
 // FixedWindow returns an [Algorithm] that admits at most limit units per
 // window. A key's window opens at the first call it admits and closes window
 // later; the first admitted call after that opens the next. Bursts of up to
-// 2×limit can straddle two windows; use [SlidingLog] where that matters.
+// 2×limit can straddle two windows; use [SlidingWindow] to smooth them at
+// the same constant cost, or [SlidingLog] where the limit must hold
+// exactly.
 //
 // limit must be at least 1 and window between a millisecond and
 // [MaxWindow] (used with µs precision); otherwise [New] returns an error
