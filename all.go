@@ -49,8 +49,10 @@ const maxParts = 16
 // for the part at index i (from 0) with the algorithm name name, so two
 // parts never share state, whatever their kinds, and every part of user
 // key K sits in K's Cluster slot. (A K that begins with '}' would give
-// the keys no hash tag, and so different slots: it is replaced by its
-// SHA-256, in 32 hex digits, unless [WithHashedKeys] already hashes it.) An All nested in algs is flattened into
+// the keys no hash tag, and so different slots: its keys are instead
+// prefix + "all:" + i + ":" + name + ":#{" + H + "}" + K, where H is the
+// first 32 hex digits of K's SHA-256, unless [WithHashedKeys] already
+// hashes K.) An All nested in algs is flattened into
 // its parts.
 //
 // Every part must implement [Composable]; [New] refuses a part that does
@@ -94,7 +96,7 @@ func All(algs ...Algorithm) Algorithm {
 		}
 		bodies[i] = c.Body()
 	}
-	a.script = redis.NewScript(assemble(bodies))
+	a.script = redis.NewScript(assemble(bodies, true))
 	return a
 }
 
@@ -167,10 +169,13 @@ func (a allOf) limits() []int {
 // NewLocalState implements [LocalAlgorithm]. New checks that every part
 // implements it first (localParts).
 func (a allOf) NewLocalState(instances int) LocalState {
-	s := &allState{parts: make([]LocalState, len(a.parts)), limits: make([]int, len(a.parts))}
-	for i, p := range a.parts {
-		s.parts[i] = p.(LocalAlgorithm).NewLocalState(instances)
-		s.limits[i] = int(localUnits(p.Limit(), instances))
+	s := &allState{}
+	if a.err != nil || a.localParts() != nil {
+		return s // New refuses such an All; a state of no parts denies
+	}
+	for _, p := range a.parts {
+		s.parts = append(s.parts, p.(LocalAlgorithm).NewLocalState(instances))
+		s.limits = append(s.limits, int(localUnits(p.Limit(), instances)))
 	}
 	return s
 }
@@ -195,6 +200,9 @@ type allState struct {
 }
 
 func (s *allState) Decide(now int64, n int, consume bool) Result {
+	if len(s.parts) == 0 {
+		return Result{}
+	}
 	rs := make([]Result, len(s.parts))
 	ok := true
 	for i, p := range s.parts {
@@ -266,10 +274,10 @@ const (
 )
 
 // assemble returns the source of the script that runs bodies, one per
-// part: with one body, the script of one algorithm, replying with its
-// four integers; with more, the script of All, replying with four per
-// part, in order.
-func assemble(bodies []string) string {
+// part: for one algorithm (all unset, one body), replying with its four
+// integers, its arguments from ARGV[4]; for All, replying with four per
+// part, in order, each part's arguments preceded by their count.
+func assemble(bodies []string, all bool) string {
 	var b strings.Builder
 	b.WriteString(prelude)
 	index := map[string]int{} // each distinct body is defined once
@@ -283,7 +291,7 @@ func assemble(bodies []string) string {
 		}
 		order = append(order, i)
 	}
-	if len(bodies) == 1 {
+	if !all {
 		b.WriteString(`local allowed, finish = decide1(KEYS[1], now, n, unpack(ARGV, 4))
 local remaining, retry, reset = finish(allowed and consume)
 return {allowed and 1 or 0, remaining, retry, reset}

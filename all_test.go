@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -562,4 +563,104 @@ func FuzzAll(f *testing.F) {
 			}
 		}
 	})
+}
+
+// All of one part decides as that part alone, in Redis and in process.
+func TestAllOfOnePart(t *testing.T) {
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		ctx := context.Background()
+		for _, ac := range algorithms() {
+			t.Run(ac.name, func(t *testing.T) {
+				clk := clock.NewFake(epoch)
+				one, _ := b.newLimiter(t, redislimit.All(ac.alg), clk)
+				nested, _ := b.newLimiter(t, redislimit.All(redislimit.All(ac.alg)), clk, redislimit.WithPrefix(testPrefix(t)+"nested:"))
+				alone, _ := b.newLimiter(t, ac.alg, clk, redislimit.WithPrefix(testPrefix(t)+"alone:"))
+				for i := 0; i < 8; i++ {
+					want, err := alone.Allow(ctx, "k")
+					if err != nil {
+						t.Fatal(err)
+					}
+					for _, lim := range []*redislimit.Limiter{one, nested} {
+						got, err := lim.Allow(ctx, "k")
+						if err != nil {
+							t.Fatal(err)
+						}
+						if diff := cmp.Diff(want, got, ignoreParts); diff != "" || len(got.Parts) == 0 {
+							t.Fatalf("call %d: All of one part (%d parts) differs from the part alone (-alone +All):\n%s", i, len(got.Parts), diff)
+						}
+					}
+					clk.Advance(7 * time.Second)
+				}
+			})
+		}
+	})
+}
+
+// The deny cache answers All only for the cost Redis denied: a larger
+// cost can change what the parts say.
+func TestAllDenyCacheLargerCost(t *testing.T) {
+	c, counting := countedServer(t)
+	ctx := context.Background()
+	clk := clock.NewFake(epoch)
+	alg := redislimit.All(redislimit.FixedWindow(5, time.Hour), redislimit.TokenBucket(1, time.Hour, 4))
+	lim := newRedisLimiter(t, c, alg, clk, redislimit.WithDenyCache(100))
+	twin := newRedisLimiter(t, c, alg, clk, redislimit.WithPrefix(testPrefix(t)+"twin:"))
+	var rt int
+	for _, n := range []int{4, 1, 2, 2} {
+		counting.reset()
+		got, err := lim.AllowN(ctx, "k", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		rt, _ = counting.snapshot()
+		want, err := twin.AllowN(ctx, "k", n)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("AllowN(%d) with the deny cache differs from Redis (-Redis +cache):\n%s", n, diff)
+		}
+	}
+	if rt != 0 {
+		t.Errorf("the last AllowN(2), denied before for the same cost, took %d round trips, want 0", rt)
+	}
+}
+
+// A user key that begins with '}' gets parts in one slot, and shares no
+// state with the key that its hash spells.
+func TestAllKeysThatBeginWithABrace(t *testing.T) {
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		c := b.needRedis(t, "keys are Redis's")
+		ctx := context.Background()
+		lim := newRedisLimiter(t, c, redislimit.All(redislimit.FixedWindow(1, time.Hour), redislimit.FixedWindow(5, time.Hour)), nil)
+		keys := redislimit.RedisKeys(lim, "}bob")
+		hash := keys[0][strings.Index(keys[0], "#{")+2 : strings.Index(keys[0], "}")]
+		for _, k := range []string{"}bob", hash, "}bob}", hash + "}}bob"} {
+			if r, err := lim.Allow(ctx, k); err != nil || !r.Allowed {
+				t.Errorf("first Allow on %q = %+v, %v; want allowed (its own state)", k, r, err)
+			}
+		}
+		if cc, ok := c.(*redis.ClusterClient); ok {
+			s0, _ := cc.ClusterKeySlot(ctx, keys[0]).Result()
+			s1, _ := cc.ClusterKeySlot(ctx, keys[1]).Result()
+			if s0 != s1 {
+				t.Errorf("slots %d and %d for the parts of one key", s0, s1)
+			}
+		}
+	})
+}
+
+// FailLocal with a cost above a part's local share: that part denies.
+func TestAllFailLocalCostAboveShare(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: closedAddr(t), MaxRetries: -1})
+	defer c.Close()
+	lim := newRedisLimiter(t, c, redislimit.All(redislimit.FixedWindow(10, time.Hour), redislimit.TokenBucket(1, time.Hour, 20)), clock.NewFake(epoch),
+		redislimit.WithFailurePolicy(redislimit.FailLocal), redislimit.WithLocalInstances(5), redislimit.WithTimeout(time.Second))
+	r, err := lim.AllowN(context.Background(), "k", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Allowed || r.Parts[0].Allowed || !r.Parts[1].Allowed || !r.Degraded {
+		t.Errorf("AllowN(3) with local shares 2 and 4 = %+v; want denied by the first part only, degraded", r)
+	}
 }

@@ -66,7 +66,8 @@ func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
 		ok = false
 	}
 	sh.mu.Unlock()
-	if !ok || n < e.n || now < e.sentAt {
+	if !ok || n < e.n || now < e.sentAt || e.parts != nil && n != e.n {
+		// A larger cost changes what All's parts would say.
 		return Result{}, false
 	}
 	r := Result{

@@ -89,8 +89,8 @@
 // one key per part, prefix + "all:" + i + ":" + name + ":{" + K + "}" for
 // the part at index i, such as "rl:all:0:tb:{203.0.113.7}" and
 // "rl:all:1:fw:{203.0.113.7}": parts never share state, and all of them
-// sit in K's Cluster slot (a K that begins with '}', which would leave no
-// hash tag, is replaced there by its SHA-256 in 32 hex digits). Two algorithms on the same
+// sit in K's Cluster slot (for a K that begins with '}', which would
+// leave no hash tag, [All] says how the parts' keys are tagged instead). Two algorithms on the same
 // user key never collide. The user key sits in a Redis Cluster hash tag, so
 // it alone picks the key's slot. Any byte string of 1 to [MaxKeyLen] bytes
 // is a valid key. Limiters with different parameters of the same algorithm
@@ -144,7 +144,8 @@
 // A key's slot is CRC16 of the text between the first '{' of the Redis key
 // and the next '}': the user key K (or its part before a '}' it holds). So
 // every limiter on the same user key, whatever its algorithm or prefix,
-// lands on the same slot and shard, and different user keys spread over
+// lands on the same slot and shard (but for a K that begins with '}',
+// which gives no hash tag: Redis then hashes the whole key), and different user keys spread over
 // the shards. To keep limits on one shard on purpose, give them the same
 // user key under different prefixes.
 //
@@ -173,9 +174,10 @@
 //
 //	return function(key, now, n, ...)
 //	  -- key: the Redis key; now: µs since the Unix epoch (a number);
-//	  -- n: the cost, from 1 to Limit(); ...: the values Args returned,
-//	  -- as strings. Read key's state and decide; write nothing.
-//	  local allowed = ...
+//	  -- n: the cost, from 1 to Limit() (in All, to the smallest part's
+//	  -- Limit); ...: the values Args returned, as strings. Read key's
+//	  -- state and decide; write nothing.
+//	  local allowed = ... -- a boolean: true or false, never 0 or 1
 //	  return allowed, function(consume)
 //	    -- Write: consume n when consume is true (it is only when allowed,
 //	    -- and within All, when every part allowed); otherwise write only

@@ -138,7 +138,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	}
 	script := alg.Script()
 	if c, ok := alg.(Composable); ok && script == nil && c.Body() != "" {
-		script = redis.NewScript(assemble([]string{c.Body()}))
+		script = redis.NewScript(assemble([]string{c.Body()}, false))
 	}
 	l := &Limiter{
 		client:    client,
@@ -501,6 +501,11 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 	} else {
 		r = l.local.decide(key, t.UnixMicro(), 1, false)
 		r.Allowed, r.RetryAfter = false, l.localPeriod
+		for i, p := range r.Parts {
+			if n > p.Limit {
+				r.Parts[i].Allowed, r.Parts[i].RetryAfter = false, l.localPeriod
+			}
+		}
 	}
 	r.Limit, r.Degraded = l.localLimit, degraded
 	if degraded {
@@ -522,15 +527,20 @@ func (l *Limiter) redisKey(key string) string {
 // redisKeys returns the Redis keys of key's parts, for All. A key that
 // begins with '}' would leave its Redis keys with an empty hash tag, and
 // Redis Cluster would then hash each whole key to a slot of its own: such
-// a key is replaced by its SHA-256, 32 hex digits, so that the parts
-// share a slot.
+// a key's Redis keys are its parts' prefixes without the '{', then '#{',
+// the first 32 hex digits of its SHA-256, '}' and the key, so that the
+// parts share a slot and no other key has the same Redis keys.
 func (l *Limiter) redisKeys(key string) []string {
 	tag := l.tag(key)
+	keys := make([]string, len(l.partKeys))
 	if l.hashes == nil && key[0] == '}' {
 		sum := sha256.Sum256([]byte(key))
-		tag = hex.EncodeToString(sum[:16])
+		tagged := "#{" + hex.EncodeToString(sum[:16]) + "}" + key
+		for i, p := range l.partKeys {
+			keys[i] = p[:len(p)-1] + tagged
+		}
+		return keys
 	}
-	keys := make([]string, len(l.partKeys))
 	for i, p := range l.partKeys {
 		keys[i] = p + tag + "}"
 	}
