@@ -16,13 +16,14 @@ import (
 type Composable interface {
 	Algorithm
 	// Body returns the Lua source of the algorithm's decision: a chunk
-	// that returns its decide function. A Limiter assembles the script it
-	// runs from it; Script may then return nil.
+	// that defines a local function decide, as the package documentation
+	// states. A Limiter assembles the script it runs from it; Script may
+	// then return nil.
 	Body() string
 }
 
 // maxParts is the most algorithms one [All] may combine.
-const maxParts = 16
+const maxParts = 8
 
 // All returns an [Algorithm] that admits a call only when every one of
 // algs admits it, and then consumes it from every one of them; a call that
@@ -56,7 +57,7 @@ const maxParts = 16
 // its parts.
 //
 // Every part must implement [Composable]; [New] refuses a part that does
-// not, a nil part, or more than 16 parts, with an error wrapping
+// not, a nil part, or more than 8 parts, with an error wrapping
 // [ErrInvalidConfig], and All of no algorithms likewise. With [NewLocal]
 // or [FailLocal], every part must implement [LocalAlgorithm], and the
 // parts decide in process memory as they would in Redis.
@@ -88,21 +89,37 @@ func All(algs ...Algorithm) Algorithm {
 		return a
 	}
 	bodies := make([]string, len(a.parts))
+	argc := make([]int, len(a.parts))
 	for i, p := range a.parts {
+		name := p.Name()
 		c, ok := p.(Composable)
-		if !ok || c.Body() == "" {
-			a.err = fmt.Errorf("%w: all: part %d (%s) has no Lua body (does not implement Composable)", ErrInvalidConfig, i, p.Name())
+		switch {
+		case !ok || c.Body() == "":
+			a.err = fmt.Errorf("%w: all: part %d (%s) has no Lua body (does not implement Composable)", ErrInvalidConfig, i, name)
+		case name == "" || strings.ContainsAny(name, "{}"):
+			a.err = fmt.Errorf("%w: all: part %d: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, i, name)
+		case p.Limit() < 1:
+			a.err = fmt.Errorf("%w: all: part %d (%s) has capacity %d, want at least 1", ErrInvalidConfig, i, name, p.Limit())
+		}
+		if a.err != nil {
 			return a
 		}
-		bodies[i] = c.Body()
+		pa, err := p.Args()
+		if err != nil {
+			a.err = fmt.Errorf("all: part %d: %w", i, err)
+			return a
+		}
+		bodies[i], argc[i] = c.Body(), len(pa)
+		a.args = append(a.args, pa...)
 	}
-	a.script = redis.NewScript(assemble(bodies, true))
+	a.script = redis.NewScript(assemble(bodies, argc))
 	return a
 }
 
 // allOf is the Algorithm that All returns.
 type allOf struct {
 	parts  []Algorithm
+	args   []any // the parts' arguments, one after another
 	script *redis.Script
 	err    error // why the parts cannot be combined
 }
@@ -123,29 +140,9 @@ func (a allOf) Limit() int {
 
 func (a allOf) Script() *redis.Script { return a.script }
 
-// Args returns, for each part, how many arguments it has and then the
-// arguments: the script's ARGV[4] onwards.
-func (a allOf) Args() ([]any, error) {
-	if a.err != nil {
-		return nil, a.err
-	}
-	var args []any
-	for i, p := range a.parts {
-		name := p.Name()
-		if name == "" || strings.ContainsAny(name, "{}") {
-			return nil, fmt.Errorf("%w: all: part %d: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, i, name)
-		}
-		if p.Limit() < 1 {
-			return nil, fmt.Errorf("%w: all: part %d (%s) has capacity %d, want at least 1", ErrInvalidConfig, i, name, p.Limit())
-		}
-		pa, err := p.Args()
-		if err != nil {
-			return nil, fmt.Errorf("all: part %d: %w", i, err)
-		}
-		args = append(append(args, len(pa)), pa...)
-	}
-	return args, nil
-}
+// Args returns the parts' arguments, one after another: the script's
+// ARGV[4] onwards. All reads them once, when it is called.
+func (a allOf) Args() ([]any, error) { return a.args, a.err }
 
 // keyNames returns the names of the parts' keys, in order: "all:" + i +
 // ":" + the part's name.
@@ -247,7 +244,7 @@ func merge(parts []Result) Result {
 }
 
 // prelude opens every assembled script: it reads the time, the cost and
-// the mode, and defines ttl for the bodies.
+// the mode, and sets the TTL margin for the bodies.
 const prelude = `local now = ARGV[1]
 if now == '' then
   local t = redis.call('TIME')
@@ -257,13 +254,11 @@ else
 end
 local n = ARGV[2] + 0
 local consume = ARGV[3] == '1'
--- ttl returns the TTL, in ms (a string), of state that matters for us
--- more µs: rounded up, plus a margin, so that a key never expires while its
--- state still counts (Redis can count a relative TTL set in a script from
--- the script's start, in whole ms).
-local function ttl(us)
-  return string.format('%d', math.ceil(us / 1000) + ` + ttlMarginMillis + `)
-end
+-- ttl_margin is how many ms past the moment its state stops mattering a
+-- key must live: Redis can count a relative TTL set in a script from the
+-- script's start, in whole ms, so a key would otherwise expire while its
+-- state still counts.
+local ttl_margin = ` + ttlMarginMillis + `
 `
 
 // ttlMargin is how long past the moment its state stops mattering a key
@@ -273,52 +268,57 @@ const (
 	ttlMarginMillis = "1000"
 )
 
+// maxState is the most values a body's decide may return after write.
+const maxState = 10
+
 // assemble returns the source of the script that runs bodies, one per
-// part: for one algorithm (all unset, one body), replying with its four
-// integers, its arguments from ARGV[4]; for All, replying with four per
-// part, in order, each part's arguments preceded by their count.
-func assemble(bodies []string, all bool) string {
+// part, where argc[i] is how many arguments body i takes, replying with
+// four integers per part, in order: for one algorithm, the four of the
+// script contract. The arguments of the parts
+// follow each other from ARGV[4]. Each distinct body is defined once, in
+// a block of its own, and the parts run as plain calls to decide and
+// write: a decision makes no closure but the bodies' own functions.
+func assemble(bodies []string, argc []int) string {
 	var b strings.Builder
 	b.WriteString(prelude)
-	index := map[string]int{} // each distinct body is defined once
-	var order []int
-	for _, body := range bodies {
+	index := map[string]int{}
+	order := make([]int, len(bodies))
+	for p, body := range bodies {
 		i, ok := index[body]
 		if !ok {
 			i = len(index) + 1
 			index[body] = i
-			fmt.Fprintf(&b, "local decide%d = (function()\n%s\nend)()\n", i, body)
+			fmt.Fprintf(&b, "local decide%d\ndo\n%s\ndecide%d = decide\nend\n", i, body, i)
 		}
-		order = append(order, i)
+		order[p] = i
 	}
-	if !all {
-		b.WriteString(`local allowed, finish = decide1(KEYS[1], now, n, unpack(ARGV, 4))
-local remaining, retry, reset = finish(allowed and consume)
-return {allowed and 1 or 0, remaining, retry, reset}
-`)
-		return b.String()
-	}
-	b.WriteString("local decide = {")
-	for i, d := range order {
-		if i > 0 {
-			b.WriteString(", ")
+	at := 4
+	var allowed, reply []string
+	for p := range bodies {
+		k := p + 1
+		state := make([]string, maxState)
+		for i := range state {
+			state[i] = fmt.Sprintf("s%d_%d", k, i+1)
 		}
-		fmt.Fprintf(&b, "decide%d", d)
+		args := make([]string, argc[p])
+		for i := range args {
+			args[i] = fmt.Sprintf("ARGV[%d]", at+i)
+		}
+		at += argc[p]
+		fmt.Fprintf(&b, "local a%d, w%d, %s = decide%d(%s)\n", k, k, strings.Join(state, ", "), order[p],
+			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, args...), ", "))
+		allowed = append(allowed, fmt.Sprintf("a%d", k))
+		reply = append(reply, fmt.Sprintf("a%d and 1 or 0, r%d, t%d, e%d", k, k, k, k))
 	}
-	fmt.Fprintf(&b, `}
-local ok, allowed, finish, at = true, {}, {}, 4
-for p = 1, %d do
-  local c = ARGV[at] + 0
-  allowed[p], finish[p] = decide[p](KEYS[p], now, n, unpack(ARGV, at + 1, at + c))
-  ok = ok and allowed[p]
-  at = at + c + 1
-end
-local reply = {}
-for p = 1, %d do
-  local remaining, retry, reset = finish[p](ok and consume)
-  reply[4 * p - 3], reply[4 * p - 2], reply[4 * p - 1], reply[4 * p] = allowed[p] and 1 or 0, remaining, retry, reset
-end
-return reply
-`, len(bodies), len(bodies))
+	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))
+	for p := range bodies {
+		k := p + 1
+		state := make([]string, maxState)
+		for i := range state {
+			state[i] = fmt.Sprintf("s%d_%d", k, i+1)
+		}
+		fmt.Fprintf(&b, "local r%d, t%d, e%d = w%d(ok, KEYS[%d], now, n, %s)\n", k, k, k, k, k, strings.Join(state, ", "))
+	}
+	fmt.Fprintf(&b, "return {%s}\n", strings.Join(reply, ", "))
 	return b.String()
 }

@@ -283,7 +283,7 @@ func TestAllValidates(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
 	fw := redislimit.FixedWindow(5, time.Second)
-	many := make([]redislimit.Algorithm, 17)
+	many := make([]redislimit.Algorithm, 9)
 	for i := range many {
 		many[i] = fw
 	}
@@ -310,12 +310,12 @@ func TestAllValidates(t *testing.T) {
 			}
 		})
 	}
-	// Nested All flattens: 16 parts in two levels are fine, 17 are not.
-	if _, err := redislimit.New(c, redislimit.All(redislimit.All(many[:8]...), redislimit.All(many[:8]...))); err != nil {
-		t.Errorf("16 parts in nested Alls: %v", err)
+	// Nested All flattens: 8 parts in two levels are fine, 9 are not.
+	if _, err := redislimit.New(c, redislimit.All(redislimit.All(many[:4]...), redislimit.All(many[:4]...))); err != nil {
+		t.Errorf("8 parts in nested Alls: %v", err)
 	}
-	if _, err := redislimit.New(c, redislimit.All(redislimit.All(many[:8]...), redislimit.All(many[:9]...))); !errors.Is(err, redislimit.ErrInvalidConfig) {
-		t.Errorf("17 parts in nested Alls: %v, want ErrInvalidConfig", err)
+	if _, err := redislimit.New(c, redislimit.All(redislimit.All(many[:4]...), redislimit.All(many[:5]...))); !errors.Is(err, redislimit.ErrInvalidConfig) {
+		t.Errorf("9 parts in nested Alls: %v, want ErrInvalidConfig", err)
 	}
 	// A part that cannot decide in process: fine with Redis alone, refused
 	// for NewLocal and FailLocal.
@@ -663,4 +663,22 @@ func TestAllFailLocalCostAboveShare(t *testing.T) {
 	if r.Allowed || r.Parts[0].Allowed || !r.Parts[1].Allowed || !r.Degraded {
 		t.Errorf("AllowN(3) with local shares 2 and 4 = %+v; want denied by the first part only, degraded", r)
 	}
+}
+
+// The largest All, eight parts, compiles and decides in Redis.
+func TestAllOfEightParts(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		var parts []redislimit.Algorithm
+		for i := 0; i < 2; i++ {
+			parts = append(parts, redislimit.SlidingWindow(9, time.Minute), redislimit.SlidingLog(9, time.Minute),
+				redislimit.FixedWindow(9, time.Minute), redislimit.TokenBucket(9, time.Minute, 9+i))
+		}
+		lim, _ := newLimiter(t, b, redislimit.All(parts...), clock.NewFake(epoch))
+		for i := 0; i < 10; i++ {
+			r, err := lim.Allow(context.Background(), "k")
+			if err != nil || r.Allowed != (i < 9) || len(r.Parts) != 8 {
+				t.Fatalf("Allow #%d = %+v, %v; want %v with 8 parts", i, r, err, i < 9)
+			}
+		}
+	})
 }

@@ -168,32 +168,37 @@
 // Implement [Algorithm] in any package and pass it to [New]; the Limiter
 // does the rest. The simplest way, and the only one that lets the
 // algorithm take part in [All], is to also implement [Composable]: its
-// Body is Lua source, a chunk that returns the algorithm's decide
-// function, and the Limiter assembles the script around it (Script may
-// then return nil):
+// Body is Lua source that defines a local function decide, and the
+// Limiter assembles the script around it (Script may then return nil):
 //
-//	return function(key, now, n, ...)
+//	local function write(consume, key, now, n, ...)
+//	  -- consume: true to consume n (only ever when decide allowed the
+//	  -- call, and within All when every part allowed it); otherwise
+//	  -- write only repairs (state the clock left in the future, a
+//	  -- missing TTL). ...: the values decide returned after write.
+//	  -- Give every write a TTL, in ms: math.ceil(us / 1000) + ttl_margin
+//	  -- for state that matters for us more µs.
+//	  return remaining, retry_after_us, reset_after_us
+//	end
+//
+//	local function decide(key, now, n, ...)
 //	  -- key: the Redis key; now: µs since the Unix epoch (a number);
 //	  -- n: the cost, from 1 to Limit() (in All, to the smallest part's
 //	  -- Limit); ...: the values Args returned, as strings. Read key's
 //	  -- state and decide; write nothing.
 //	  local allowed = ... -- a boolean: true or false, never 0 or 1
-//	  return allowed, function(consume)
-//	    -- Write: consume n when consume is true (it is only when allowed,
-//	    -- and within All, when every part allowed); otherwise write only
-//	    -- repairs (state the clock left in the future, a missing TTL).
-//	    -- Set a TTL on every write: ttl(us) gives it, in ms, for state
-//	    -- that matters for us more µs, with the margin.
-//	    return remaining, retry_after_us, reset_after_us
-//	  end
+//	  return allowed, write, ... -- and up to 10 values for write
 //	end
 //
 // decide may also drop state that no longer counts. The three numbers
 // are integers, none negative: retry_after 0 exactly when allowed, and
 // durations at most [MaxWindow]; remaining and the durations are what the
-// key holds after the write. The body must touch no key but key. The
-// script reads the time once (Redis TIME, or the [WithClock] time) and
-// passes it to every body, so the parts of an All decide at one instant.
+// key holds after the write. The body must touch no key but key, and
+// define no global. The script reads the time once (Redis TIME, or the
+// [WithClock] time) and passes it to every body, so the parts of an All
+// decide at one instant. write may be any function, a closure made in
+// decide too; a function of the body's own that takes its state as
+// arguments, as the package's bodies do, costs Redis the least.
 // Example_customAlgorithm writes a daily quota this way.
 //
 // An algorithm that is not Composable gives its whole script instead,

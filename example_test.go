@@ -119,9 +119,25 @@ func ExampleWithClock() {
 // reply checking.
 type dailyQuota struct{ limit int }
 
-// dailyQuotaBody decides; its closure writes, and only when told.
+// dailyQuotaBody decides in decide, which writes nothing, and returns
+// write, which the script calls to write (consume is true only when the
+// call is allowed, and in All when every part allowed it), with the values
+// write needs.
 const dailyQuotaBody = `
-return function(key, now, n, limit)
+local function write(consume, key, now, n, allowed, limit, dayEnd, used)
+  local left = dayEnd - now
+  if consume then
+    used = used + n
+    redis.call('SET', key, string.format('%d %d', dayEnd, used),
+      'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
+  end
+  local retry, reset = 0, 0
+  if not allowed then retry = left end
+  if used > 0 then reset = left end
+  return math.max(limit - used, 0), retry, reset
+end
+
+local function decide(key, now, n, limit)
   limit = limit + 0
   local day = 86400000000
   local dayEnd = (math.floor(now / day) + 1) * day
@@ -131,18 +147,8 @@ return function(key, now, n, limit)
     local e, u = string.match(v, '^(%d+) (%d+)$')
     if tonumber(e) == dayEnd then used = tonumber(u) end
   end
-  local left = dayEnd - now
   local allowed = used + n <= limit
-  return allowed, function(consume)
-    if consume then
-      used = used + n
-      redis.call('SET', key, string.format('%d %d', dayEnd, used), 'PX', ttl(left))
-    end
-    local retry, reset = 0, 0
-    if not allowed then retry = left end
-    if used > 0 then reset = left end
-    return math.max(limit - used, 0), retry, reset
-  end
+  return allowed, write, allowed, limit, dayEnd, used
 end
 `
 

@@ -10,7 +10,7 @@ import (
 //go:embed scripts/fixedwindow.lua
 var fixedWindowLua string
 
-var fixedWindowScript = redis.NewScript(assemble([]string{fixedWindowLua}, false))
+var fixedWindowScript = redis.NewScript(assemble([]string{fixedWindowLua}, []int{2}))
 
 // FixedWindow returns an [Algorithm] that admits at most limit units per
 // window. A key's window opens at the first call it admits and closes window

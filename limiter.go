@@ -138,7 +138,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	}
 	script := alg.Script()
 	if c, ok := alg.(Composable); ok && script == nil && c.Body() != "" {
-		script = redis.NewScript(assemble([]string{c.Body()}, false))
+		script = redis.NewScript(assemble([]string{c.Body()}, []int{len(args)}))
 	}
 	l := &Limiter{
 		client:    client,

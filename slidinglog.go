@@ -10,7 +10,7 @@ import (
 //go:embed scripts/slidinglog.lua
 var slidingLogLua string
 
-var slidingLogScript = redis.NewScript(assemble([]string{slidingLogLua}, false))
+var slidingLogScript = redis.NewScript(assemble([]string{slidingLogLua}, []int{2}))
 
 // maxLogUnits bounds a sliding log's limit: the log keeps one entry per
 // admitted unit (about 100 bytes each in Redis).

@@ -12,7 +12,7 @@ import (
 //go:embed scripts/slidingwindow.lua
 var slidingWindowLua string
 
-var slidingWindowScript = redis.NewScript(assemble([]string{slidingWindowLua}, false))
+var slidingWindowScript = redis.NewScript(assemble([]string{slidingWindowLua}, []int{2}))
 
 // maxWindowUnits bounds a sliding window's limit. The estimate weighs the
 // previous window's count in double-precision arithmetic: with counts up

@@ -11,7 +11,7 @@ import (
 //go:embed scripts/tokenbucket.lua
 var tokenBucketLua string
 
-var tokenBucketScript = redis.NewScript(assemble([]string{tokenBucketLua}, false))
+var tokenBucketScript = redis.NewScript(assemble([]string{tokenBucketLua}, []int{2}))
 
 // TokenBucket returns an [Algorithm] with a bucket of burst tokens per key
 // that starts full and refills continuously at rate tokens every per, never

@@ -3,7 +3,7 @@
 -- admitted call after that opens a new one.
 --
 -- A body (the package documentation, "Writing an algorithm", has the
--- contract): decide(key, now, n, limit, window) with
+-- contract): decide(key, now, n, limit, window), then write, with
 --   limit   units per window
 --   window  in µs (>= 1000)
 --
@@ -23,7 +23,26 @@
 -- and written, so no count is forgotten, nothing refills, and the window
 -- ends no later than a full window from now.
 
-return function(key, now, n, limit, window)
+local function write(consume, key, now, n, allowed, limit, wend, count, dirty, v)
+  if consume then
+    count = count + n
+    dirty = true
+  end
+  local left = wend - now
+  if dirty then
+    redis.call('SET', key, string.format('%d %d', wend, count), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
+  elseif v and redis.call('PTTL', key) == -1 then
+    redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000) + ttl_margin))
+  end
+  local retry, reset = 0, 0
+  if not allowed then retry = left end
+  if count > 0 then reset = left end
+  local remaining = limit - count
+  if remaining < 0 then remaining = 0 end
+  return remaining, retry, reset
+end
+
+local function decide(key, now, n, limit, window)
   limit, window = limit + 0, window + 0
   local wend, count, dirty = 0, 0, false
   local v = redis.call('GET', key)
@@ -43,22 +62,5 @@ return function(key, now, n, limit, window)
     wend, dirty = now + window, true
   end
   local allowed = count + n <= limit
-  return allowed, function(consume)
-    if consume then
-      count = count + n
-      dirty = true
-    end
-    local left = wend - now
-    if dirty then
-      redis.call('SET', key, string.format('%d %d', wend, count), 'PX', ttl(left))
-    elseif v and redis.call('PTTL', key) == -1 then
-      redis.call('PEXPIRE', key, ttl(left))
-    end
-    local retry, reset = 0, 0
-    if not allowed then retry = left end
-    if count > 0 then reset = left end
-    local remaining = limit - count
-    if remaining < 0 then remaining = 0 end
-    return remaining, retry, reset
-  end
+  return allowed, write, allowed, limit, wend, count, dirty, v
 end

@@ -3,7 +3,7 @@
 -- a unit admitted at time s counts while now - s < window.
 --
 -- A body (the package documentation, "Writing an algorithm", has the
--- contract): decide(key, now, n, limit, window) with
+-- contract): decide(key, now, n, limit, window), then write, with
 --   limit   units per window
 --   window  in µs (>= 1000)
 --
@@ -63,7 +63,46 @@ local function scoreAt(key, r)
   return redis.call('ZSCORE', key, m) + 0
 end
 
-return function(key, now, n, limit, window)
+local function write(consume, key, now, n, allowed, limit, window, count, oldest)
+  local retry, reset = 0, 0
+  if consume then
+    add(key, string.format('%d', now), count, n)
+    count = count + n
+    redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000) + ttl_margin))
+    reset = window
+  elseif count > 0 then
+    local newest = oldest
+    if count > 1 or not newest then newest = scoreAt(key, '-1') end
+    if newest > now then
+      -- The clock went back: entries from the future count as made now.
+      local nows = string.format('%d', now)
+      local moved = redis.call('ZREMRANGEBYSCORE', key, '(' .. nows, '+inf')
+      add(key, nows, count - moved, moved)
+      newest = now
+      if oldest and oldest > now then oldest = now end
+    end
+    if not allowed then
+      -- The call fits once the oldest count+n-limit entries have left.
+      local idx = count + n - limit - 1
+      local at = oldest
+      if idx == count - 1 then
+        at = newest
+      elseif idx ~= 0 or not at then
+        at = scoreAt(key, string.format('%d', idx))
+      end
+      retry = at + window - now
+    end
+    reset = newest + window - now
+    if redis.call('PTTL', key) == -1 then
+      redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000) + ttl_margin))
+    end
+  end
+  local remaining = limit - count
+  if remaining < 0 then remaining = 0 end
+  return remaining, retry, reset
+end
+
+local function decide(key, now, n, limit, window)
   limit, window = limit + 0, window + 0
   -- Entries at or before cut have left the window. A call that would be
   -- denied reads the oldest entry, which its retry_after usually needs; if
@@ -79,42 +118,5 @@ return function(key, now, n, limit, window)
     count = count - redis.call('ZREMRANGEBYSCORE', key, '-inf', string.format('%d', cut))
   end
   local allowed = count + n <= limit
-  return allowed, function(consume)
-    local retry, reset = 0, 0
-    if consume then
-      add(key, string.format('%d', now), count, n)
-      count = count + n
-      redis.call('PEXPIRE', key, ttl(window))
-      reset = window
-    elseif count > 0 then
-      local newest = oldest
-      if count > 1 or not newest then newest = scoreAt(key, '-1') end
-      if newest > now then
-        -- The clock went back: entries from the future count as made now.
-        local nows = string.format('%d', now)
-        local moved = redis.call('ZREMRANGEBYSCORE', key, '(' .. nows, '+inf')
-        add(key, nows, count - moved, moved)
-        newest = now
-        if oldest and oldest > now then oldest = now end
-      end
-      if not allowed then
-        -- The call fits once the oldest count+n-limit entries have left.
-        local idx = count + n - limit - 1
-        local at = oldest
-        if idx == count - 1 then
-          at = newest
-        elseif idx ~= 0 or not at then
-          at = scoreAt(key, string.format('%d', idx))
-        end
-        retry = at + window - now
-      end
-      reset = newest + window - now
-      if redis.call('PTTL', key) == -1 then
-        redis.call('PEXPIRE', key, ttl(window))
-      end
-    end
-    local remaining = limit - count
-    if remaining < 0 then remaining = 0 end
-    return remaining, retry, reset
-  end
+  return allowed, write, allowed, limit, window, count, oldest
 end

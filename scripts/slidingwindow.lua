@@ -11,7 +11,7 @@
 -- is allowed when estimate + n <= limit.
 --
 -- A body (the package documentation, "Writing an algorithm", has the
--- contract): decide(key, now, n, limit, window) with
+-- contract): decide(key, now, n, limit, window), then write, with
 --   limit   units per window (<= 2^40)
 --   window  in µs (>= 1000, <= MaxWindow/2)
 --
@@ -64,7 +64,43 @@ local function earliest(p, b, lo, window)
   return x
 end
 
-return function(key, now, n, limit, window)
+local function write(consume, key, now, n, allowed, limit, window, start, cur, prev, elapsed, est, dirty, v)
+  if consume then
+    cur, est, dirty = cur + n, est + n, true
+  end
+  local left = 0
+  if cur > 0 then
+    left = 2 * window - elapsed
+  elseif prev > 0 then
+    left = window - elapsed
+  end
+  if dirty then
+    if left > 0 then
+      redis.call('SET', key, string.format('%d %d %d', start, cur, prev), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
+    else
+      redis.call('DEL', key)
+    end
+  elseif v and redis.call('PTTL', key) == -1 then
+    if left > 0 then
+      redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000) + ttl_margin))
+    else
+      redis.call('DEL', key)
+    end
+  end
+  local retry = 0
+  if not allowed then
+    if cur + n <= limit then
+      retry = earliest(prev, limit - n - cur, elapsed + 1, window) - elapsed
+    else
+      retry = window - elapsed + earliest(cur, limit - n, 0, window)
+    end
+  end
+  local remaining = limit - est
+  if remaining < 0 then remaining = 0 end
+  return remaining, retry, left
+end
+
+local function decide(key, now, n, limit, window)
   limit, window = limit + 0, window + 0
   local start, cur, prev, dirty = now, 0, 0, false
   local v = redis.call('GET', key)
@@ -92,39 +128,5 @@ return function(key, now, n, limit, window)
   local elapsed = now - start
   local est = cur + math.ceil(prev * ((window - elapsed) / window))
   local allowed = est + n <= limit
-  return allowed, function(consume)
-    if consume then
-      cur, est, dirty = cur + n, est + n, true
-    end
-    local left = 0
-    if cur > 0 then
-      left = 2 * window - elapsed
-    elseif prev > 0 then
-      left = window - elapsed
-    end
-    if dirty then
-      if left > 0 then
-        redis.call('SET', key, string.format('%d %d %d', start, cur, prev), 'PX', ttl(left))
-      else
-        redis.call('DEL', key)
-      end
-    elseif v and redis.call('PTTL', key) == -1 then
-      if left > 0 then
-        redis.call('PEXPIRE', key, ttl(left))
-      else
-        redis.call('DEL', key)
-      end
-    end
-    local retry = 0
-    if not allowed then
-      if cur + n <= limit then
-        retry = earliest(prev, limit - n - cur, elapsed + 1, window) - elapsed
-      else
-        retry = window - elapsed + earliest(cur, limit - n, 0, window)
-      end
-    end
-    local remaining = limit - est
-    if remaining < 0 then remaining = 0 end
-    return remaining, retry, left
-  end
+  return allowed, write, allowed, limit, window, start, cur, prev, elapsed, est, dirty, v
 end

@@ -2,7 +2,7 @@
 -- tokens that refills one token every interval µs and starts full.
 --
 -- A body (the package documentation, "Writing an algorithm", has the
--- contract): decide(key, now, n, burst, interval) with
+-- contract): decide(key, now, n, burst, interval), then write, with
 --   burst     the bucket's capacity, in tokens
 --   interval  refill interval: µs per token (>= 1)
 --
@@ -22,7 +22,31 @@
 -- bucket) is moved back to it and written, so nothing refills and no
 -- duration exceeds a full refill.
 
-return function(key, now, n, burst, interval)
+local function write(consume, key, now, n, allowed, interval, cap, tat, allow_at, dirty, v)
+  if consume then
+    tat = tat + n * interval
+    dirty = true
+  end
+  local left = tat - now
+  if dirty then
+    if left > 0 then
+      redis.call('SET', key, string.format('%d', tat), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
+    else
+      redis.call('DEL', key)
+    end
+  elseif v and redis.call('PTTL', key) == -1 then
+    if left > 0 then
+      redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000) + ttl_margin))
+    else
+      redis.call('DEL', key)
+    end
+  end
+  local retry = 0
+  if not allowed then retry = allow_at - now end
+  return math.floor((cap - left) / interval), retry, left
+end
+
+local function decide(key, now, n, burst, interval)
   interval = interval + 0
   local cap = burst * interval
   local tat, dirty = now, false
@@ -40,27 +64,5 @@ return function(key, now, n, burst, interval)
   end
   local allow_at = tat + n * interval - cap
   local allowed = allow_at <= now
-  return allowed, function(consume)
-    if consume then
-      tat = tat + n * interval
-      dirty = true
-    end
-    local left = tat - now
-    if dirty then
-      if left > 0 then
-        redis.call('SET', key, string.format('%d', tat), 'PX', ttl(left))
-      else
-        redis.call('DEL', key)
-      end
-    elseif v and redis.call('PTTL', key) == -1 then
-      if left > 0 then
-        redis.call('PEXPIRE', key, ttl(left))
-      else
-        redis.call('DEL', key)
-      end
-    end
-    local retry = 0
-    if not allowed then retry = allow_at - now end
-    return math.floor((cap - left) / interval), retry, left
-  end
+  return allowed, write, allowed, interval, cap, tat, allow_at, dirty, v
 end
