@@ -25,9 +25,16 @@ func BenchmarkNaive(b *testing.B) {
 	harness.Naives(b, target, harness.IncrExpire, harness.IncrExpireFirst, harness.MultiExpireNX)
 }
 
-// BenchmarkRedislimit measures Limiter.Allow for every algorithm, on a key
-// whose limit is never reached and on a saturated key.
+// BenchmarkRedislimit measures Limiter.Allow for every algorithm, and for
+// All of two and of three of them, on a key whose limit is never reached
+// and on a saturated key.
 func BenchmarkRedislimit(b *testing.B) { harness.Limiters(b, target) }
+
+// BenchmarkAllVsParts measures the Redis time of All(TB,FW) and
+// All(TB,FW,SL) against each of their parts alone, on allowed and on
+// saturated keys, the subjects taking turns of 500 calls in one run:
+// <short>-redis-usec/op per subject and all/dearer-part.
+func BenchmarkAllVsParts(b *testing.B) { harness.AllVsParts(b, target) }
 
 // BenchmarkDenyCache measures calls on one exhausted token-bucket key by
 // 1 and 64 goroutines, without and with WithDenyCache: ns/op and the

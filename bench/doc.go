@@ -11,7 +11,9 @@
 // to an embedded miniredis and say loudly that the figures mean nothing,
 // unless REDISLIMIT_REQUIRE_REDIS=1 makes that a failure. Each reports
 // roundtrips/op, redis-usec/op (INFO commandstats) and redis-cpu-usec/op
-// (INFO cpu) beside ns/op and allocs/op. BenchmarkDenyCache measures a hot
+// (INFO cpu) beside ns/op and allocs/op. BenchmarkRedislimit runs each
+// algorithm alone and redislimit.All of two and of three of them, so that
+// All's Redis time sits beside its parts' in one run. BenchmarkDenyCache measures a hot
 // denied key with and without WithDenyCache (script-calls/op, from INFO
 // commandstats), BenchmarkAllowMany one AllowMany of 1,000 keys against
 // 1,000 Allow calls. The peers, and the throughput benchmarks that compare

@@ -4,7 +4,7 @@
 // then the throughput on 10,000 keys against redis_rate, go-redis's
 // AutoPipeliner and the Redis-bound ceiling (redis-benchmark, when
 // installed), the hot denied key with and without the deny cache, AllowMany
-// against Allow in a row, and the targets.
+// against Allow in a row, All against its parts alone, and the targets.
 //
 // Run it from the repository root:
 //
@@ -261,6 +261,9 @@ const (
 	denyCache  = "DenyCache/"
 	allowMany  = "AllowMany/allow-many"
 	allowSeq   = "AllowMany/allow-sequential"
+
+	// BenchmarkAllVsParts (bench/).
+	allVsParts = "AllVsParts/"
 )
 
 // Rows of the throughput table: BenchmarkThroughput's subjects, and the
@@ -336,6 +339,8 @@ func markdown(runs map[string]*stats, count int, benchtime string, reuse bool, s
 	denyCacheTable(&b, runs["bench"])
 	fmt.Fprintf(&b, "\n## AllowMany (bench/)\n\n")
 	allowManyTable(&b, runs["bench"])
+	fmt.Fprintf(&b, "\n## All against its parts (bench/)\n\n")
+	allTable(&b, runs["bench"])
 	fmt.Fprintf(&b, "\n## Targets\n\n")
 	targets(&b, runs["bench"], runs["peers"])
 	fmt.Fprintf(&b, "\n<details><summary>benchstat output</summary>\n\n```\n%s```\n\n</details>\n", text)
@@ -467,12 +472,72 @@ func allowManyTable(b *strings.Builder, s *stats) {
 	}
 }
 
+// short is the name in BenchmarkAllVsParts's units of each part.
+var short = map[string]string{"token-bucket": "tb", "fixed-window": "fw", "sliding-log": "sl"}
+
+// alls are the Redislimit rows of redislimit.All, each with the rows of
+// its parts (the harness's Algorithms table).
+var alls = []struct {
+	name  string
+	parts []string
+}{
+	{"All(TB,FW)", []string{"token-bucket", "fixed-window"}},
+	{"All(TB,FW,SL)", []string{"token-bucket", "fixed-window", "sliding-log"}},
+}
+
+// dearest returns the largest of a unit's medians over the Redislimit
+// rows parts, in regime key, and that row's name.
+func dearest(s *stats, parts []string, key, unit string) (float64, string) {
+	v, name := math.NaN(), ""
+	for _, p := range parts {
+		if u := s.get("Redislimit/"+p+"/"+key+"/seq", unit); math.IsNaN(v) || u > v {
+			v, name = u, p
+		}
+	}
+	return v, name
+}
+
+// allTable prints, for each All row and regime, the Redis time of one
+// decision by All and by each of its parts alone, all from the run of
+// bench/: from BenchmarkRedislimit's rows, separate benchmarks, and from
+// BenchmarkAllVsParts, where the subjects take turns within one benchmark.
+func allTable(b *strings.Builder, s *stats) {
+	fmt.Fprintf(b, "Redis time per decision (INFO commandstats, µs, one goroutine) of redislimit.All against each of its parts alone, "+
+		"on a key whose limits are never reached (every part allows) and on a saturated key (every part denies): "+
+		"first from BenchmarkRedislimit's rows, run one after another, then from BenchmarkAllVsParts, where All and its parts "+
+		"take turns of 500 calls within one benchmark, so that load on the machine falls on each alike (its ratio is the "+
+		"figure to trust on a busy machine). × dearer part divides All's time by the largest of its parts'.\n\n")
+	fmt.Fprintf(b, "| All | regime | All µs | parts alone, µs | × dearer part | turns: All µs | turns: parts alone, µs | turns: × dearer part | commands in scripts/op |\n")
+	fmt.Fprintf(b, "|---|---|---:|---|---:|---:|---|---:|---:|\n")
+	for _, a := range alls {
+		for _, key := range []string{"allowed", "saturated"} {
+			n := "Redislimit/" + a.name + "/" + key + "/seq"
+			turns := allVsParts + a.name + "/" + key
+			us := s.get(n, "redis-usec/op")
+			var parts, turnParts []string
+			for _, p := range a.parts {
+				parts = append(parts, p+" "+num(s.get("Redislimit/"+p+"/"+key+"/seq", "redis-usec/op"), 2))
+				turnParts = append(turnParts, p+" "+num(s.get(turns, short[p]+"-redis-usec/op"), 2))
+			}
+			dear, _ := dearest(s, a.parts, key, "redis-usec/op")
+			fmt.Fprintf(b, "| %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", a.name, key, num(us, 2),
+				strings.Join(parts, ", "), ratio(us, dear),
+				num(s.get(turns, "all-redis-usec/op"), 2), strings.Join(turnParts, ", "),
+				times(s.get(turns, "all/dearer-part")),
+				num(s.get(n, "inner-calls/op"), 1))
+		}
+	}
+}
+
 func num(v float64, prec int) string {
 	if math.IsNaN(v) || math.IsInf(v, 0) {
 		return "–"
 	}
 	return strconv.FormatFloat(v, 'f', prec, 64)
 }
+
+// times formats a ratio already computed, as ratio does.
+func times(x float64) string { return ratio(x, 1) }
 
 func ratio(a, b float64) string {
 	if math.IsNaN(a) || math.IsNaN(b) || b == 0 {
@@ -521,6 +586,21 @@ func targets(b *strings.Builder, bench, peers *stats) {
 				fmt.Sprintf("%s µs / %s µs = %s", num(us, 2), num(floor, 2), ratio(us, floor)),
 				us <= a.floorX*floor, known(us, floor))
 		}
+	}
+	// All of two parts against the dearer part, from the turns of
+	// BenchmarkAllVsParts, which load on the machine skews the least.
+	for _, key := range []string{"allowed", "saturated"} {
+		a := alls[0]
+		turns := allVsParts + a.name + "/" + key
+		x := bench.get(turns, "all/dearer-part")
+		us := bench.get(turns, "all-redis-usec/op")
+		var parts []string
+		for _, p := range a.parts {
+			parts = append(parts, p+" "+num(bench.get(turns, short[p]+"-redis-usec/op"), 2)+" µs")
+		}
+		row(fmt.Sprintf("%s %s: Redis CPU ≤ 1.3× the dearer part alone", a.name, key),
+			fmt.Sprintf("%s µs against %s: %s", num(us, 2), strings.Join(parts, ", "), times(x)),
+			x <= 1.3, known(x))
 	}
 	// vsRedisRate compares a seq figure of ours with redis_rate's, from the
 	// same process: ours ≤ x × theirs.

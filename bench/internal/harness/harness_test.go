@@ -6,8 +6,10 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redislimit/redislimit"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
@@ -134,4 +136,40 @@ func TestCounterAllocs(t *testing.T) {
 	if n := testing.AllocsPerRun(100, func() { _ = hook(context.Background(), cmd) }); n != 0 {
 		t.Errorf("ProcessHook allocates %v times per command, want 0", n)
 	}
+}
+
+// TestAlgorithmKeys checks the fixtures of [Algorithms]: Short is the
+// algorithm's name, and one allowed call writes exactly the keys that
+// RedisKeys names, which the fixture checks then inspect.
+func TestAlgorithmKeys(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, be redistest.Backend) {
+		ctx := context.Background()
+		c := be.Client(t)
+		for _, a := range Algorithms() {
+			for _, cfg := range []struct {
+				name string
+				alg  redislimit.Algorithm
+			}{{"open", a.Open}, {"tight", a.Tight}} {
+				if got := cfg.alg.Name(); got != a.Short {
+					t.Errorf("%s %s: Name() = %q, want Short %q", a.Name, cfg.name, got, a.Short)
+				}
+				user := a.Name + "/" + cfg.name
+				l, err := redislimit.New(c, cfg.alg)
+				if err != nil {
+					t.Fatalf("%s %s: New: %v", a.Name, cfg.name, err)
+				}
+				if r, err := l.Allow(ctx, user); err != nil || !r.Allowed {
+					t.Fatalf("%s %s: Allow = %+v, %v, want allowed", a.Name, cfg.name, r, err)
+				}
+				got, err := c.Keys(ctx, "*{"+user+"}").Result()
+				if err != nil {
+					t.Fatal(err)
+				}
+				want := a.RedisKeys(user)
+				if diff := cmp.Diff(want, got, cmpopts.SortSlices(func(x, y string) bool { return x < y })); diff != "" {
+					t.Errorf("%s %s: keys after one call (-RedisKeys +Redis):\n%s", a.Name, cfg.name, diff)
+				}
+			}
+		}
+	})
 }

@@ -3,6 +3,7 @@ package harness
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -10,13 +11,14 @@ import (
 	"github.com/redislimit/redislimit"
 )
 
-// Algorithm is one of redislimit's algorithms as benchmarked: a
-// configuration whose limit is never reached by a benchmark (Open) and one
-// that a few calls exhaust (Tight).
+// Algorithm is one of redislimit's algorithms as benchmarked, or an
+// [redislimit.All] of some of them: a configuration whose limit is never
+// reached by a benchmark (Open) and one that a few calls exhaust (Tight).
 type Algorithm struct {
-	// Name is the benchmark name, e.g. "fixed-window".
+	// Name is the benchmark name, e.g. "fixed-window" or "All(TB,FW)".
 	Name string
-	// Short is the algorithm's name in its Redis keys, e.g. "fw".
+	// Short is the algorithm's name, as its Name method returns it: in the
+	// Redis key of a single algorithm, e.g. "fw"; "all" for an All.
 	Short string
 	// Open is never exhausted within an hour of benchmarking.
 	Open redislimit.Algorithm
@@ -25,35 +27,83 @@ type Algorithm struct {
 	// Exact reports whether Remaining after n calls on a fresh key of Open
 	// is exactly Open's limit minus n (not so for a bucket that refills).
 	Exact bool
+	// Parts, for an All, are the rows of its parts, in order; nil for a
+	// single algorithm.
+	Parts []Algorithm
 }
 
 // TightLimit is the capacity of [Algorithm.Tight].
 const TightLimit = 10
 
-// Algorithms returns redislimit's algorithms.
+// Algorithms returns redislimit's algorithms, the fixed window first, then
+// All of two and of three of them.
 func Algorithms() []Algorithm {
-	return []Algorithm{
-		{
-			Name: "fixed-window", Short: "fw", Exact: true,
-			Open:  redislimit.FixedWindow(1<<40, time.Hour),
-			Tight: redislimit.FixedWindow(TightLimit, time.Hour),
-		},
-		{
-			Name: "sliding-log", Short: "sl", Exact: true,
-			Open:  redislimit.SlidingLog(1<<20, time.Hour),
-			Tight: redislimit.SlidingLog(TightLimit, time.Hour),
-		},
-		{
-			Name: "token-bucket", Short: "tb",
-			Open:  redislimit.TokenBucket(1000, time.Second, 1<<36),
-			Tight: redislimit.TokenBucket(1, time.Hour, TightLimit),
-		},
+	fw := Algorithm{
+		Name: "fixed-window", Short: "fw", Exact: true,
+		Open:  redislimit.FixedWindow(1<<40, time.Hour),
+		Tight: redislimit.FixedWindow(TightLimit, time.Hour),
+	}
+	sl := Algorithm{
+		Name: "sliding-log", Short: "sl", Exact: true,
+		Open:  redislimit.SlidingLog(1<<20, time.Hour),
+		Tight: redislimit.SlidingLog(TightLimit, time.Hour),
+	}
+	tb := Algorithm{
+		Name: "token-bucket", Short: "tb",
+		Open:  redislimit.TokenBucket(1000, time.Second, 1<<36),
+		Tight: redislimit.TokenBucket(1, time.Hour, TightLimit),
+	}
+	sw := Algorithm{
+		Name: "sliding-window", Short: "sw", Exact: true,
+		Open:  redislimit.SlidingWindow(1<<40, time.Hour),
+		Tight: redislimit.SlidingWindow(TightLimit, time.Hour),
+	}
+	return []Algorithm{fw, sl, tb, sw, all("All(TB,FW)", tb, fw), all("All(TB,FW,SL)", tb, fw, sl)}
+}
+
+// all returns the row of redislimit.All of parts, named name. Every part
+// of its Tight configuration is exhausted by the same TightLimit calls, so
+// a saturated key is denied by every part.
+func all(name string, parts ...Algorithm) Algorithm {
+	open := make([]redislimit.Algorithm, len(parts))
+	tight := make([]redislimit.Algorithm, len(parts))
+	least := parts[0]
+	for i, p := range parts {
+		open[i], tight[i] = p.Open, p.Tight
+		if p.Open.Limit() < least.Open.Limit() {
+			least = p
+		}
+	}
+	// All's Remaining is its parts' least: exactly the smallest part's
+	// when that part's is exact, since the Open limits lie at least 2^16
+	// apart and a benchmark makes fewer calls on one key.
+	return Algorithm{
+		Name: name, Short: "all", Exact: least.Exact, Parts: parts,
+		Open: redislimit.All(open...), Tight: redislimit.All(tight...),
 	}
 }
 
-// RedisKey returns the Redis key of user key k under the default prefix.
-func (a Algorithm) RedisKey(k string) string {
-	return redislimit.DefaultPrefix + a.Short + ":{" + k + "}"
+// parts returns the rows whose state a's keys hold: a's Parts, or a alone.
+func (a Algorithm) parts() []Algorithm {
+	if a.Parts != nil {
+		return a.Parts
+	}
+	return []Algorithm{a}
+}
+
+// RedisKeys returns the Redis keys of user key k under the default prefix,
+// one per part of [Algorithm.parts] and in their order: prefix + Short +
+// ":{" + k + "}" for a single algorithm, prefix + "all:" + i + ":" + the
+// part's Short + ":{" + k + "}" for part i of an All.
+func (a Algorithm) RedisKeys(k string) []string {
+	if a.Parts == nil {
+		return []string{redislimit.DefaultPrefix + a.Short + ":{" + k + "}"}
+	}
+	keys := make([]string, len(a.Parts))
+	for i, p := range a.Parts {
+		keys[i] = redislimit.DefaultPrefix + "all:" + strconv.Itoa(i) + ":" + p.Short + ":{" + k + "}"
+	}
+	return keys
 }
 
 // benchTimeout replaces the limiter's default per-decision timeout in
@@ -110,14 +160,16 @@ func (a Algorithm) Allowed() Subject {
 			// A refilling bucket's key expires as it becomes full, maybe
 			// between Peek and PTTL; a window's key must still exist. No
 			// key may lack a TTL.
-			ttl, err := admin.PTTL(ctx, a.RedisKey(key)).Result()
-			switch {
-			case err != nil:
-				return fmt.Errorf("PTTL: %w", err)
-			case ttl == -2 && (calls == 0 || !a.Exact):
-				return nil
-			case ttl < 0:
-				return fmt.Errorf("PTTL after %d calls = %d, Remaining %d: want a key with a TTL", calls, ttl, r.Remaining)
+			for i, k := range a.RedisKeys(key) {
+				p := a.parts()[i]
+				ttl, err := admin.PTTL(ctx, k).Result()
+				switch {
+				case err != nil:
+					return fmt.Errorf("PTTL: %w", err)
+				case ttl == -2 && (calls == 0 || !p.Exact):
+				case ttl < 0:
+					return fmt.Errorf("PTTL of %s after %d calls = %d, Remaining %d: want a key with a TTL", p.Name, calls, ttl, r.Remaining)
+				}
 			}
 			return nil
 		},
@@ -154,7 +206,24 @@ func (a Algorithm) Saturated() Subject {
 			if r.Allowed || r.Remaining != 0 || r.RetryAfter <= 0 {
 				return fmt.Errorf("Peek of saturated key = %+v, want denied with nothing remaining", r)
 			}
-			return CheckTTL(ctx, admin, a.RedisKey(key), redislimit.MaxWindow)
+			// Every part of an All denies: the script runs each part's
+			// denial, not one part's denial and another's admission.
+			if a.Parts != nil {
+				if len(r.Parts) != len(a.Parts) {
+					return fmt.Errorf("Peek of saturated key: %d part results, want %d", len(r.Parts), len(a.Parts))
+				}
+				for i, pr := range r.Parts {
+					if pr.Allowed || pr.Remaining != 0 {
+						return fmt.Errorf("Peek of saturated key: part %d (%s) = %+v, want denied with nothing remaining", i, a.Parts[i].Name, pr)
+					}
+				}
+			}
+			for _, k := range a.RedisKeys(key) {
+				if err := CheckTTL(ctx, admin, k, redislimit.MaxWindow); err != nil {
+					return err
+				}
+			}
+			return nil
 		},
 	}
 }
