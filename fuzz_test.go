@@ -58,7 +58,6 @@ func FuzzAllowN(f *testing.F) {
 	m := redistest.Mini(f)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	f.Cleanup(func() { _ = c.Close() })
-	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, key string, n int, which uint8, limit int, span int64, instances int) {
 		alg := fuzzAlgorithm(which, limit, span)
 		opts := []redislimit.Option{redislimit.WithLocalInstances(instances), redislimit.WithTimeout(time.Minute)}
@@ -70,25 +69,34 @@ func FuzzAllowN(f *testing.F) {
 			}
 		}
 		for _, lim := range []*redislimit.Limiter{local, remote} {
-			if lim == nil {
-				continue
-			}
-			r, err := lim.AllowN(ctx, key, n)
-			if err != nil {
-				if !isSentinel(err) {
-					t.Fatalf("AllowN(%q, %d): %v is not a sentinel error", key, n, err)
-				}
-				if !cmp.Equal(r, redislimit.Result{}) {
-					t.Fatalf("AllowN returned %+v alongside %v", r, err)
-				}
-				continue
-			}
-			checkResult(t, r)
-			if r.Degraded {
-				t.Fatalf("AllowN on a healthy Redis = %+v, degraded", r)
+			if lim != nil {
+				fuzzDecide(t, lim, key, n)
 			}
 		}
 	})
+}
+
+// fuzzDecide calls AllowN and checks what it returns: a sentinel error
+// with the zero Result, or a Result that keeps the contract and was made
+// by Redis (or in process), not by the failure policy. It reports whether
+// there was a Result.
+func fuzzDecide(t *testing.T, lim *redislimit.Limiter, key string, n int) (redislimit.Result, bool) {
+	t.Helper()
+	r, err := lim.AllowN(context.Background(), key, n)
+	if err != nil {
+		if !isSentinel(err) {
+			t.Fatalf("AllowN(%q, %d): %v is not a sentinel error", key, n, err)
+		}
+		if !cmp.Equal(r, redislimit.Result{}) {
+			t.Fatalf("AllowN returned %+v alongside %v", r, err)
+		}
+		return r, false
+	}
+	checkResult(t, r)
+	if r.Degraded {
+		t.Fatalf("AllowN on a healthy Redis = %+v, degraded", r)
+	}
+	return r, true
 }
 
 // checkResult checks the contract every Result keeps.
