@@ -315,3 +315,32 @@ func (scriptOnly) Name() string          { return "scriptonly" }
 func (scriptOnly) Limit() int            { return 1 }
 func (scriptOnly) Script() *redis.Script { return redis.NewScript("return {1, 0, 0, 0}") }
 func (scriptOnly) Args() ([]any, error)  { return nil, nil }
+
+func ExampleSlidingWindow() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// 10 a minute, the previous minute weighted by how much of it the
+	// sliding minute still covers.
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	lim, err := redislimit.New(rdb, redislimit.SlidingWindow(10, time.Minute),
+		redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	res, _ := lim.AllowN(ctx, "client-3", 10)
+	fmt.Println(res.Allowed, res.Remaining)
+
+	// A minute and a half later, half of the previous minute's 10 still
+	// counts: 5 units are free.
+	now = now.Add(90 * time.Second)
+	res, _ = lim.Peek(ctx, "client-3")
+	fmt.Println(res.Allowed, res.Remaining)
+	res, _ = lim.AllowN(ctx, "client-3", 6)
+	fmt.Println(res.Allowed, res.RetryAfter)
+	// Output:
+	// true 0
+	// true 5
+	// false 6s
+}
