@@ -137,6 +137,37 @@ func parseQuad(a []any, part int) (Result, error) {
 	}, nil
 }
 
+// Quota is one limit that a [Limiter] enforces: at most Limit units in
+// Window. For HTTP rate-limit headers and metrics.
+type Quota struct {
+	// Limit is the capacity, in units, as in [Result.Limit].
+	Limit int
+	// Window is the time the limit spans: the window of [FixedWindow],
+	// [SlidingLog] and [SlidingWindow]; for [TokenBucket], the time an
+	// empty bucket takes to fill (burst × per / rate, with the refill
+	// interval in whole µs); 0 for an algorithm defined elsewhere.
+	Window time.Duration
+}
+
+// spanner is an algorithm that says how long its limit spans.
+type spanner interface{ span() time.Duration }
+
+// quotasOf returns the quotas of alg: one per part of an All.
+func quotasOf(alg Algorithm) []Quota {
+	parts := []Algorithm{alg}
+	if a, ok := alg.(allOf); ok {
+		parts = a.parts
+	}
+	q := make([]Quota, len(parts))
+	for i, p := range parts {
+		q[i].Limit = p.Limit()
+		if s, ok := p.(spanner); ok {
+			q[i].Window = s.span()
+		}
+	}
+	return q
+}
+
 // maxUnits bounds limits, rates and bursts so that counts stay exact in
 // Lua's double-precision numbers.
 const maxUnits = 1 << 50

@@ -674,3 +674,38 @@ func TestAllOfEightParts(t *testing.T) {
 		}
 	})
 }
+
+func TestQuotas(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	s := time.Second
+	tests := []struct {
+		alg  redislimit.Algorithm
+		want []redislimit.Quota
+	}{
+		{redislimit.FixedWindow(5, time.Minute), []redislimit.Quota{{Limit: 5, Window: time.Minute}}},
+		{redislimit.SlidingLog(7, s), []redislimit.Quota{{Limit: 7, Window: s}}},
+		{redislimit.SlidingWindow(9, time.Hour), []redislimit.Quota{{Limit: 9, Window: time.Hour}}},
+		// 10 tokens at 2 a second: 5 s from empty to full.
+		{redislimit.TokenBucket(2, s, 10), []redislimit.Quota{{Limit: 10, Window: 5 * s}}},
+		{redislimit.All(redislimit.TokenBucket(1, s, 3), redislimit.FixedWindow(100, time.Hour)),
+			[]redislimit.Quota{{Limit: 3, Window: 3 * s}, {Limit: 100, Window: time.Hour}}},
+		{dailyQuota{limit: 4}, []redislimit.Quota{{Limit: 4}}},
+	}
+	for _, tt := range tests {
+		lim, err := redislimit.New(c, tt.alg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if diff := cmp.Diff(tt.want, lim.Quotas()); diff != "" {
+			t.Errorf("Quotas of %s (-want +got):\n%s", tt.alg.Name(), diff)
+		}
+	}
+	local, err := redislimit.NewLocal(redislimit.FixedWindow(10, s), redislimit.WithLocalInstances(4))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff([]redislimit.Quota{{Limit: 2, Window: s}}, local.Quotas()); diff != "" {
+		t.Errorf("Quotas of a local limiter of 4 instances (-want +got):\n%s", diff)
+	}
+}

@@ -34,6 +34,7 @@ type fixedWindow struct {
 func (fixedWindow) Name() string          { return "fw" }
 func (a fixedWindow) Limit() int          { return a.limit }
 func (fixedWindow) Script() *redis.Script { return fixedWindowScript }
+func (a fixedWindow) span() time.Duration { return a.window }
 func (fixedWindow) Body() string          { return fixedWindowLua }
 
 func (a fixedWindow) Args() ([]any, error) {

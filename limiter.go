@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"math/rand/v2"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -89,7 +90,8 @@ type Limiter struct {
 	breaker   breaker
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
-	turns turns // of Wait's callers, by key
+	turns  turns   // of Wait's callers, by key
+	quotas []Quota // of the algorithm, or its parts
 
 	local       *localStore   // NewLocal, or the FailLocal fallback
 	localLimit  int           // the local capacity
@@ -177,6 +179,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
 	}
 	l.keyPrefix = l.prefix + l.name + ":{"
+	l.quotas = quotasOf(alg)
 	all, isAll := alg.(allOf)
 	if isAll {
 		l.parts = all.limits()
@@ -203,6 +206,9 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	}
 	if client == nil {
 		l.limit = l.localLimit
+		for i := range l.quotas {
+			l.quotas[i].Limit = int(localUnits(l.quotas[i].Limit, l.instances))
+		}
 	} else {
 		l.prog = newProgram(script)
 		l.inline = honoursDeadlines(client)
@@ -228,6 +234,13 @@ func isNil(v any) bool {
 		return x == nil
 	}
 	return false
+}
+
+// Quotas returns the limits l enforces: one for an algorithm, one per
+// part, in order, for [All]. For a limiter made with [NewLocal], the
+// limits are the divided ones its decisions use. The slice is a copy.
+func (l *Limiter) Quotas() []Quota {
+	return slices.Clone(l.quotas)
 }
 
 // Allow reports whether one call on key is allowed now, and consumes one

@@ -37,6 +37,7 @@ type slidingLog struct {
 func (slidingLog) Name() string          { return "sl" }
 func (a slidingLog) Limit() int          { return a.limit }
 func (slidingLog) Script() *redis.Script { return slidingLogScript }
+func (a slidingLog) span() time.Duration { return a.window }
 func (slidingLog) Body() string          { return slidingLogLua }
 
 func (a slidingLog) Args() ([]any, error) {

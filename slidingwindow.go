@@ -59,6 +59,7 @@ type slidingWindow struct {
 func (slidingWindow) Name() string          { return "sw" }
 func (a slidingWindow) Limit() int          { return a.limit }
 func (slidingWindow) Script() *redis.Script { return slidingWindowScript }
+func (a slidingWindow) span() time.Duration { return a.window }
 func (slidingWindow) Body() string          { return slidingWindowLua }
 
 func (a slidingWindow) Args() ([]any, error) {

@@ -37,7 +37,10 @@ type tokenBucket struct {
 func (tokenBucket) Name() string          { return "tb" }
 func (a tokenBucket) Limit() int          { return a.burst }
 func (tokenBucket) Script() *redis.Script { return tokenBucketScript }
-func (tokenBucket) Body() string          { return tokenBucketLua }
+func (a tokenBucket) span() time.Duration {
+	return time.Duration(a.interval()*int64(a.burst)) * time.Microsecond
+}
+func (tokenBucket) Body() string { return tokenBucketLua }
 
 func (a tokenBucket) Args() ([]any, error) {
 	if err := checkUnits("token bucket", "rate", a.rate, maxUnits); err != nil {
