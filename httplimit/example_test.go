@@ -1,0 +1,77 @@
+package httplimit_test
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/httplimit"
+)
+
+func ExampleNew() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	// 20 at once refilling at 10 a second, and 1,000 an hour, on a fixed
+	// clock for the example.
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	lim, err := redislimit.New(rdb, redislimit.All(
+		redislimit.TokenBucket(10, time.Second, 20),
+		redislimit.FixedWindow(1000, time.Hour),
+	), redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	mw, err := httplimit.New(lim,
+		httplimit.WithTrustedProxies(netip.MustParsePrefix("10.0.0.0/8")),
+		httplimit.WithExempt(func(r *http.Request) bool { return r.URL.Path == "/healthz" }),
+	)
+	if err != nil {
+		panic(err)
+	}
+	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, _ = io.WriteString(w, "hello\n")
+	}))
+
+	get := func() *http.Response {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.RemoteAddr = "10.1.2.3:40000"                // the load balancer
+		r.Header.Set("X-Forwarded-For", "203.0.113.7") // the client
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Result()
+	}
+	resp := get()
+	fmt.Println(resp.Status)
+	fmt.Println("RateLimit-Policy:", resp.Header.Get("RateLimit-Policy"))
+	fmt.Println("RateLimit:", resp.Header.Get("RateLimit"))
+	for i := 0; i < 19; i++ {
+		get()
+	}
+	resp = get()
+	body, _ := io.ReadAll(resp.Body)
+	fmt.Println(resp.Status)
+	fmt.Println("RateLimit:", resp.Header.Get("RateLimit"))
+	fmt.Println("Retry-After:", resp.Header.Get("Retry-After"))
+	fmt.Println(string(body))
+	// Output:
+	// 200 OK
+	// RateLimit-Policy: "default-0";q=20;w=2, "default-1";q=1000;w=3600
+	// RateLimit: "default-0";r=19;t=1, "default-1";r=999;t=3600
+	// 429 Too Many Requests
+	// RateLimit: "default-0";r=0;t=1, "default-1";r=980;t=1
+	// Retry-After: 1
+	// {"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,"detail":"Retry in 1 s."}
+}

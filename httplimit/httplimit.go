@@ -1,0 +1,333 @@
+// Package httplimit is net/http middleware that limits requests with a
+// [redislimit.Limiter] and tells clients where they stand with the IETF
+// RateLimit header fields (draft-ietf-httpapi-ratelimit-headers).
+//
+//	lim, _ := redislimit.New(rdb, redislimit.TokenBucket(10, time.Second, 20))
+//	mw, err := httplimit.New(lim, httplimit.WithTrustedProxies(netip.MustParsePrefix("10.0.0.0/8")))
+//	...
+//	http.ListenAndServe(addr, mw.Handler(mux))
+//
+// By default each request costs 1 on the key of its client's IP address:
+// the connection's peer, or, only when the peer is a trusted proxy, the
+// first untrusted address in X-Forwarded-For or Forwarded read from the
+// right. IPv6 clients are grouped by /64, since one host owns a /64.
+//
+// Every response the middleware decides carries, in Structured Fields
+// syntax (RFC 9651):
+//
+//	RateLimit-Policy: "default";q=<Limit>;w=<window in seconds>
+//	RateLimit: "default";r=<Remaining>;t=<seconds>
+//
+// with one item per part for a limiter on [redislimit.All], named
+// "<name>-0", "<name>-1", …. q is the quota's Limit and w its Window
+// ([redislimit.Limiter.Quotas]), in whole seconds rounded up, left out when
+// the algorithm does not say (a token bucket's w is the time it takes to
+// fill from empty: burst × per / rate). r is the Remaining units of the
+// decision. t is, for an admitted request, the seconds until the quota is
+// full again (ResetAfter), and for a denied one the seconds until the
+// request could be admitted (RetryAfter), rounded up and never past
+// Retry-After. A denied request gets 429 Too Many Requests, Retry-After in
+// whole seconds rounded up, and an RFC 9457 problem+json body of type
+// "https://iana.org/assignments/http-problem-types#quota-exceeded", unless
+// [WithLimitedHandler] answers it. When the limiter fails (Redis is down
+// and its failure policy returns the error), the request gets 503 Service
+// Unavailable without reaching the next handler, unless [WithErrorHandler]
+// answers it; a decision that the failure policy made (Degraded) is served
+// as decided.
+package httplimit
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redislimit/redislimit"
+)
+
+// Errors returned by [New].
+var (
+	// ErrNilLimiter is returned when the limiter is nil.
+	ErrNilLimiter = errors.New("httplimit: nil limiter")
+	// ErrInvalidOption is returned, wrapped with a description, when an
+	// option's value is out of range.
+	ErrInvalidOption = errors.New("httplimit: invalid option")
+)
+
+// QuotaExceededType is the problem type of the body of a denied request.
+const QuotaExceededType = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+// Middleware limits the requests of the handlers it wraps. It is safe for
+// concurrent use.
+type Middleware struct {
+	lim       *redislimit.Limiter
+	key       func(*http.Request) (string, error) // nil: the client's address
+	trusted   []netip.Prefix
+	fwdHeader string // "": Forwarded when present, else X-Forwarded-For
+	v6Bits    int
+	name      string
+	cost      func(*http.Request) int
+	exempt    func(*http.Request) bool
+	onLimited func(http.ResponseWriter, *http.Request, redislimit.Result)
+	onError   func(http.ResponseWriter, *http.Request, error)
+	legacy    bool
+
+	quotas []redislimit.Quota
+	names  []string // the sf-string of each item, quoted
+	policy string   // the RateLimit-Policy value
+}
+
+// Option configures a [Middleware].
+type Option func(*Middleware)
+
+// WithKeyFunc sets how a request's key is found, in place of the client's
+// address: an API key or a user ID, say. An error from it is handled as a
+// limiter error (see [WithErrorHandler]).
+func WithKeyFunc(f func(*http.Request) (string, error)) Option {
+	return func(m *Middleware) { m.key = f }
+}
+
+// WithTrustedProxies sets the proxies whose forwarding headers are
+// believed: a request whose peer is in one of prefixes is keyed by the
+// first address, from the right, in its Forwarded or X-Forwarded-For
+// header that is not in one of them. With none (the default) the headers
+// are ignored, as any client can send them.
+func WithTrustedProxies(prefixes ...netip.Prefix) Option {
+	return func(m *Middleware) { m.trusted = append(m.trusted, prefixes...) }
+}
+
+// WithForwardedHeader sets the one forwarding header that trusted proxies
+// write, "X-Forwarded-For" or "Forwarded", and the only one read. By
+// default a request's Forwarded field is read when it has one, and
+// X-Forwarded-For otherwise: then a proxy that writes X-Forwarded-For
+// alone must drop the Forwarded field a client sends, or the client
+// chooses its key. Name the header your proxies write to be safe from
+// that.
+func WithForwardedHeader(name string) Option {
+	return func(m *Middleware) { m.fwdHeader = http.CanonicalHeaderKey(name) }
+}
+
+// WithIPv6Prefix sets how many leading bits of an IPv6 client address form
+// its key: 64 by default, 128 for each address alone. It must be from 1 to
+// 128.
+func WithIPv6Prefix(bits int) Option {
+	return func(m *Middleware) { m.v6Bits = bits }
+}
+
+// WithPolicyName sets the name of the policy in the RateLimit header
+// fields: "default" unless set. It must be 1 to 64 printable ASCII
+// characters.
+func WithPolicyName(name string) Option {
+	return func(m *Middleware) { m.name = name }
+}
+
+// WithCost sets the cost of a request, in units: 1 unless set. A cost
+// below 1 or above the limit is a limiter error (see [WithErrorHandler]).
+func WithCost(f func(*http.Request) int) Option {
+	return func(m *Middleware) { m.cost = f }
+}
+
+// WithExempt sets which requests pass without a decision or headers:
+// health checks, say.
+func WithExempt(f func(*http.Request) bool) Option {
+	return func(m *Middleware) { m.exempt = f }
+}
+
+// WithLimitedHandler sets what answers a denied request, in place of the
+// 429 problem response. The RateLimit fields and Retry-After are set
+// before it is called.
+func WithLimitedHandler(f func(http.ResponseWriter, *http.Request, redislimit.Result)) Option {
+	return func(m *Middleware) { m.onLimited = f }
+}
+
+// WithErrorHandler sets what answers a request whose decision failed (the
+// limiter returned an error, or the key function did), in place of the
+// 503 problem response. The next handler is not called.
+func WithErrorHandler(f func(http.ResponseWriter, *http.Request, error)) Option {
+	return func(m *Middleware) { m.onError = f }
+}
+
+// WithLegacyHeaders adds the X-RateLimit-Limit, X-RateLimit-Remaining and
+// X-RateLimit-Reset (seconds from now, rounded up) fields that older
+// clients read, for the smallest quota.
+func WithLegacyHeaders() Option {
+	return func(m *Middleware) { m.legacy = true }
+}
+
+// New returns a Middleware that decides with lim. It returns
+// [ErrNilLimiter], or an error wrapping [ErrInvalidOption].
+func New(lim *redislimit.Limiter, opts ...Option) (*Middleware, error) {
+	if lim == nil {
+		return nil, ErrNilLimiter
+	}
+	m := &Middleware{lim: lim, v6Bits: 64, name: "default"}
+	for _, o := range opts {
+		if o != nil {
+			o(m)
+		}
+	}
+	if m.v6Bits < 1 || m.v6Bits > 128 {
+		return nil, fmt.Errorf("%w: IPv6 prefix of %d bits, want 1 to 128", ErrInvalidOption, m.v6Bits)
+	}
+	if len(m.name) < 1 || len(m.name) > 64 || strings.IndexFunc(m.name, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
+		return nil, fmt.Errorf("%w: policy name %q, want 1 to 64 printable ASCII characters", ErrInvalidOption, m.name)
+	}
+	if m.fwdHeader != "" && m.fwdHeader != "Forwarded" && m.fwdHeader != "X-Forwarded-For" {
+		return nil, fmt.Errorf("%w: forwarding header %q, want Forwarded or X-Forwarded-For", ErrInvalidOption, m.fwdHeader)
+	}
+	for _, p := range m.trusted {
+		if !p.IsValid() {
+			return nil, fmt.Errorf("%w: invalid trusted proxy prefix", ErrInvalidOption)
+		}
+	}
+	m.quotas = lim.Quotas()
+	var policy []string
+	for i, q := range m.quotas {
+		name := m.name
+		if len(m.quotas) > 1 {
+			name += "-" + strconv.Itoa(i)
+		}
+		m.names = append(m.names, sfString(name))
+		item := m.names[i] + ";q=" + strconv.Itoa(q.Limit)
+		if q.Window > 0 {
+			item += ";w=" + strconv.FormatInt(seconds(q.Window), 10)
+		}
+		policy = append(policy, item)
+	}
+	m.policy = strings.Join(policy, ", ")
+	return m, nil
+}
+
+// Handler returns next behind the limit.
+func (m *Middleware) Handler(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if m.exempt != nil && m.exempt(r) {
+			next.ServeHTTP(w, r)
+			return
+		}
+		key, err := m.keyOf(r)
+		if err != nil {
+			m.fail(w, r, err)
+			return
+		}
+		cost := 1
+		if m.cost != nil {
+			cost = m.cost(r)
+		}
+		res, err := m.lim.AllowN(r.Context(), key, cost)
+		if err != nil {
+			m.fail(w, r, err)
+			return
+		}
+		m.setHeaders(w.Header(), res)
+		if res.Allowed {
+			next.ServeHTTP(w, r)
+			return
+		}
+		if m.onLimited != nil {
+			m.onLimited(w, r, res)
+			return
+		}
+		problem(w, http.StatusTooManyRequests, QuotaExceededType,
+			"Request cannot be satisfied as assigned quota has been exceeded",
+			fmt.Sprintf("Retry in %d s.", seconds(res.RetryAfter)))
+	})
+}
+
+// keyOf returns the limiter key of r.
+func (m *Middleware) keyOf(r *http.Request) (string, error) {
+	if m.key != nil {
+		return m.key(r)
+	}
+	a, err := clientAddr(r, m.trusted, m.fwdHeader)
+	if err != nil {
+		return "", err
+	}
+	return keyOf(a, m.v6Bits), nil
+}
+
+// fail answers a request whose decision failed.
+func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
+	if m.onError != nil {
+		m.onError(w, r, err)
+		return
+	}
+	problem(w, http.StatusServiceUnavailable, "about:blank", http.StatusText(http.StatusServiceUnavailable),
+		"The rate limiter could not decide.")
+}
+
+// setHeaders sets the RateLimit fields of a decision, and on a denial
+// Retry-After.
+func (m *Middleware) setHeaders(h http.Header, res redislimit.Result) {
+	parts := res.Parts
+	if len(parts) != len(m.quotas) {
+		parts = []redislimit.Result{res}
+	}
+	retry := seconds(res.RetryAfter)
+	items := make([]string, len(parts))
+	for i, p := range parts {
+		t := seconds(p.ResetAfter)
+		if !p.Allowed {
+			t = seconds(p.RetryAfter)
+		}
+		if !res.Allowed {
+			t = min(t, retry) // never past Retry-After
+		}
+		items[i] = m.names[min(i, len(m.names)-1)] + ";r=" + strconv.Itoa(max(p.Remaining, 0)) + ";t=" + strconv.FormatInt(t, 10)
+	}
+	h.Set("RateLimit-Policy", m.policy)
+	h.Set("RateLimit", strings.Join(items, ", "))
+	if !res.Allowed {
+		h.Set("Retry-After", strconv.FormatInt(retry, 10))
+	}
+	if m.legacy {
+		reset := seconds(res.ResetAfter)
+		if !res.Allowed {
+			reset = retry
+		}
+		h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(res.Remaining, 0)))
+		h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
+	}
+}
+
+// seconds returns d in whole seconds, rounded up.
+func seconds(d time.Duration) int64 {
+	if d <= 0 {
+		return 0
+	}
+	return int64((d + time.Second - 1) / time.Second)
+}
+
+// sfString returns s as a Structured Fields string: quoted, with '"' and
+// '\' escaped. s holds printable ASCII only (New checks it).
+func sfString(s string) string {
+	var b strings.Builder
+	b.WriteByte('"')
+	for i := 0; i < len(s); i++ {
+		if s[i] == '"' || s[i] == '\\' {
+			b.WriteByte('\\')
+		}
+		b.WriteByte(s[i])
+	}
+	b.WriteByte('"')
+	return b.String()
+}
+
+// problem writes an RFC 9457 problem details response.
+func problem(w http.ResponseWriter, status int, typ, title, detail string) {
+	body, _ := json.Marshal(struct {
+		Type   string `json:"type"`
+		Title  string `json:"title"`
+		Status int    `json:"status"`
+		Detail string `json:"detail,omitempty"`
+	}{typ, title, status, detail})
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
