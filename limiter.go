@@ -91,6 +91,7 @@ type Limiter struct {
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
 	turns  turns   // of Wait's callers, by key
+	observe Observer // nil: none
 	quotas []Quota // of the algorithm, or its parts
 
 	local       *localStore   // NewLocal, or the FailLocal fallback
@@ -302,38 +303,46 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 }
 
 func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Result, error) {
-	r, err, _ := l.decideFull(ctx, key, n, mode)
+	if l.observe == nil {
+		r, err, _, _ := l.decideFull(ctx, key, n, mode)
+		return r, err
+	}
+	start := time.Now()
+	r, err, failure, src := l.decideFull(ctx, key, n, mode)
+	l.observed(ctx, start, src, src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen), r, err)
 	return r, err
 }
 
 // decideFull is decide that also returns, when the failure policy made
-// the decision, the Redis error it covered.
-func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (Result, error, error) {
+// the decision, the Redis error it covered, and where the decision came
+// from.
+func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (Result, error, error, source) {
 	if err := checkKey(key); err != nil {
-		return Result{}, err, nil
+		return Result{}, err, nil, fromNowhere
 	}
 	if n < 1 {
-		return Result{}, ErrInvalidCost, nil
+		return Result{}, ErrInvalidCost, nil, fromNowhere
 	}
 	if n > l.limit {
-		return Result{}, ErrCostExceedsLimit, nil
+		return Result{}, ErrCostExceedsLimit, nil, fromNowhere
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, l.wrap(err), nil
+		return Result{}, l.wrap(err), nil, fromNowhere
 	}
 	if l.client == nil {
-		return l.decideLocal(key, n, mode == argConsume, false), nil, nil
+		return l.decideLocal(key, n, mode == argConsume, false), nil, nil, fromLocal
 	}
 	now, epoch := l.sendTime(), noRecord
 	if l.denials != nil {
 		if r, ok := l.denials.lookup(key, n, now); ok {
 			r.Limit = l.limit
-			return r, nil, nil
+			return r, nil, nil, fromCache
 		}
 		epoch = l.denials.stamp()
 	}
 	reply, err := l.callRedis(ctx, l.prepare(key, n, mode, now))
-	return l.finishFull(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
+	r, err, failure := l.finishFull(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
+	return r, err, failure, fromRedis
 }
 
 // prepare returns the request for one decision on key at now (µs, used
@@ -451,10 +460,14 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	if err := ctx.Err(); err != nil {
 		return nil, l.wrap(err)
 	}
+	start := time.Now()
 	res := make([]Result, len(keys))
 	if l.client == nil {
 		for i, k := range keys {
 			res[i] = l.decideLocal(k, 1, true, false)
+			if l.observe != nil {
+				l.observed(ctx, start, fromLocal, false, res[i], nil)
+			}
 		}
 		return res, nil
 	}
@@ -476,9 +489,11 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		reqs = append(reqs, l.prepare(k, 1, argConsume, now))
 	}
 	if len(reqs) == 0 {
+		l.observedMany(ctx, start, res, idx, nil, false)
 		return res, nil
 	}
 	replies, errs, err := l.callRedisMany(ctx, reqs)
+	sentAll := !errors.Is(err, ErrCircuitOpen)
 	if err != nil && callerDone(ctx) == nil {
 		// One failure for the whole call: report it once.
 		if l.onError != nil {
@@ -493,11 +508,37 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		}
 		r, ferr := l.finish(ctx, keys[i], 1, argConsume, sent{now, epoch}, reply, e, notify)
 		if ferr != nil {
+			l.observedMany(ctx, start, nil, idx, ferr, sentAll)
 			return nil, ferr
 		}
 		res[i] = r
 	}
+	l.observedMany(ctx, start, res, idx, nil, sentAll)
 	return res, nil
+}
+
+// observedMany reports the decisions of one AllowMany call: res, in which
+// the keys at the indexes sent were meant for Redis (and went there when
+// wire is set) and the others were answered by the deny cache; or, when
+// err is set, a failure of each key sent.
+func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Result, sent []int, err error, wire bool) {
+	if l.observe == nil {
+		return
+	}
+	if err != nil {
+		for range sent {
+			l.observed(ctx, start, fromRedis, wire, Result{}, err)
+		}
+		return
+	}
+	j := 0
+	for i, r := range res {
+		src := fromCache
+		if j < len(sent) && sent[j] == i {
+			src, j = fromRedis, j+1
+		}
+		l.observed(ctx, start, src, src == fromRedis && wire, r, nil)
+	}
 }
 
 // decideLocal makes a decision in process memory. A cost above the local
@@ -640,7 +681,11 @@ func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
 	defer release()
 	var timer *time.Timer
 	for {
-		r, err, failure := l.decideFull(ctx, key, n, argConsume)
+		start := time.Now()
+		r, err, failure, src := l.decideFull(ctx, key, n, argConsume)
+		if l.observe != nil {
+			l.observed(ctx, start, src, src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen), r, err)
+		}
 		switch {
 		case err != nil:
 			return err

@@ -1,0 +1,105 @@
+package redislimit
+
+import (
+	"context"
+	"time"
+)
+
+// Outcome is how a decision ended, for an [Observer].
+type Outcome uint8
+
+// Outcomes.
+const (
+	// Allowed: Redis (or the in-process limiter) admitted the call.
+	Allowed Outcome = iota + 1
+	// Denied: the call was denied, by Redis, the in-process limiter or
+	// the deny cache.
+	Denied
+	// Degraded: Redis failed and the failure policy decided
+	// ([Result.Degraded]), whether it admitted the call or not.
+	Degraded
+	// Failed: the call returned an error: bad input, a context that
+	// ended, or a Redis failure that the policy returned.
+	Failed
+)
+
+// String returns "allowed", "denied", "degraded" or "error".
+func (o Outcome) String() string {
+	switch o {
+	case Allowed:
+		return "allowed"
+	case Denied:
+		return "denied"
+	case Degraded:
+		return "degraded"
+	case Failed:
+		return "error"
+	}
+	return "unknown"
+}
+
+// Observation describes one decision, for an [Observer]. It never holds
+// the user's key.
+type Observation struct {
+	// Algorithm is the algorithm's name: "fw", "sl", "tb", "sw", "all" or
+	// a user algorithm's.
+	Algorithm string
+	// Outcome is how the decision ended.
+	Outcome Outcome
+	// Allowed reports whether the call was admitted (a Degraded decision
+	// may be either).
+	Allowed bool
+	// Latency is how long the call took, from its start to its return;
+	// for [Limiter.AllowMany], the whole call's.
+	Latency time.Duration
+	// RoundTrips is 1 when the decision was sent to Redis, alone or in a
+	// batch, and 0 when it was answered without Redis (the deny cache, an
+	// open breaker, bad input, the in-process limiter). An EVAL that
+	// follows a NOSCRIPT is not counted.
+	RoundTrips int
+	// DenyCacheHit reports that the deny cache ([WithDenyCache]) answered.
+	DenyCacheHit bool
+}
+
+// An Observer receives every decision of a Limiter: each call of Allow,
+// AllowN and Peek, each key of AllowMany, and each attempt of Wait. It
+// runs on the calling goroutine before the call returns, so it should be
+// quick; it may be called concurrently. Set with [WithObserver]; without
+// one, decisions measure nothing.
+type Observer func(ctx context.Context, o Observation)
+
+// WithObserver sets f to receive every decision, for metrics. The
+// extra/redislimitotel module adapts it to OpenTelemetry. The default is
+// none, which costs nothing.
+func WithObserver(f Observer) Option {
+	return func(l *Limiter) { l.observe = f }
+}
+
+// source is where a decision came from.
+type source uint8
+
+const (
+	fromNowhere  source = iota // bad input or an ended context
+	fromLocal                  // NewLocal
+	fromCache                  // the deny cache
+	fromRedis                  // sent to Redis, or meant to be
+)
+
+// observed reports one decision to the observer.
+func (l *Limiter) observed(ctx context.Context, start time.Time, src source, sent bool, r Result, err error) {
+	o := Observation{Algorithm: l.name, Allowed: r.Allowed, Latency: time.Since(start), DenyCacheHit: src == fromCache}
+	switch {
+	case err != nil:
+		o.Outcome, o.Allowed = Failed, false
+	case r.Degraded:
+		o.Outcome = Degraded
+	case r.Allowed:
+		o.Outcome = Allowed
+	default:
+		o.Outcome = Denied
+	}
+	if sent {
+		o.RoundTrips = 1
+	}
+	l.observe(ctx, o)
+}
