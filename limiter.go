@@ -90,9 +90,9 @@ type Limiter struct {
 	breaker   breaker
 	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
-	turns  turns   // of Wait's callers, by key
+	turns   turns    // of Wait's callers, by key
 	observe Observer // nil: none
-	quotas []Quota // of the algorithm, or its parts
+	quotas  []Quota  // of the algorithm, or its parts
 
 	local       *localStore   // NewLocal, or the FailLocal fallback
 	localLimit  int           // the local capacity

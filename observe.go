@@ -79,10 +79,10 @@ func WithObserver(f Observer) Option {
 type source uint8
 
 const (
-	fromNowhere  source = iota // bad input or an ended context
-	fromLocal                  // NewLocal
-	fromCache                  // the deny cache
-	fromRedis                  // sent to Redis, or meant to be
+	fromNowhere source = iota // bad input or an ended context
+	fromLocal                 // NewLocal
+	fromCache                 // the deny cache
+	fromRedis                 // sent to Redis, or meant to be
 )
 
 // observed reports one decision to the observer.

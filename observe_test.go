@@ -57,7 +57,7 @@ func TestObserver(t *testing.T) {
 		fw(redislimit.Allowed, true, 1, false),
 		fw(redislimit.Allowed, true, 1, false),
 		fw(redislimit.Denied, false, 1, false),
-		fw(redislimit.Denied, false, 0, true), // the deny cache
+		fw(redislimit.Denied, false, 0, true),  // the deny cache
 		fw(redislimit.Failed, false, 0, false), // bad input
 		fw(redislimit.Denied, false, 0, true),
 		fw(redislimit.Allowed, true, 1, false),
