@@ -303,6 +303,14 @@
 // an error, in batches too. [New] never contacts Redis, so a limiter can
 // be built while Redis is down; scripts are not preloaded.
 //
+// # HTTP and metrics
+//
+// Package [github.com/redislimit/redislimit/httplimit] is net/http
+// middleware on a Limiter, with the IETF RateLimit header fields; it reads
+// [Limiter.Quotas] for them. [WithObserver] receives every decision, for
+// metrics; the module github.com/redislimit/redislimit/extra/redislimitotel
+// records them with OpenTelemetry.
+//
 // # Concurrency
 //
 // A [Limiter] is safe for concurrent use by multiple goroutines, and any
