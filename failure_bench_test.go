@@ -45,6 +45,27 @@ func BenchmarkAllowLocal(b *testing.B) {
 	benchAllow(b, lim)
 }
 
+// BenchmarkObserver measures what WithObserver adds to a decision of the
+// in-process limiter, where it weighs the most: none, and an observer that
+// does nothing.
+func BenchmarkObserver(b *testing.B) {
+	for _, tc := range []struct {
+		name string
+		opts []redislimit.Option
+	}{
+		{"none", nil},
+		{"no-op", []redislimit.Option{redislimit.WithObserver(func(context.Context, redislimit.Observation) {})}},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			lim, err := redislimit.NewLocal(redislimit.FixedWindow(1<<40, time.Hour), tc.opts...)
+			if err != nil {
+				b.Fatal(err)
+			}
+			benchAllow(b, lim)
+		})
+	}
+}
+
 func benchAllow(b *testing.B, lim *redislimit.Limiter) {
 	ctx := context.Background()
 	keys := make([]string, 64)
