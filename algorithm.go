@@ -137,8 +137,9 @@ func parseQuad(a []any, part int) (Result, error) {
 	}, nil
 }
 
-// Quota is one limit that a [Limiter] enforces: at most Limit units in
-// Window. For HTTP rate-limit headers and metrics.
+// Quota is one limit that a [Limiter] enforces: a capacity of Limit units
+// over Window (a token bucket admits its burst and what refills meanwhile).
+// For HTTP rate-limit headers and metrics.
 type Quota struct {
 	// Limit is the capacity, in units, as in [Result.Limit].
 	Limit int

@@ -460,7 +460,10 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	if err := ctx.Err(); err != nil {
 		return nil, l.wrap(err)
 	}
-	start := time.Now()
+	var start time.Time
+	if l.observe != nil {
+		start = time.Now()
+	}
 	res := make([]Result, len(keys))
 	if l.client == nil {
 		for i, k := range keys {
@@ -681,7 +684,10 @@ func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
 	defer release()
 	var timer *time.Timer
 	for {
-		start := time.Now()
+		var start time.Time
+		if l.observe != nil {
+			start = time.Now()
+		}
 		r, err, failure, src := l.decideFull(ctx, key, n, argConsume)
 		if l.observe != nil {
 			l.observed(ctx, start, src, src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen), r, err)

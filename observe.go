@@ -52,8 +52,9 @@ type Observation struct {
 	// Latency is how long the call took, from its start to its return;
 	// for [Limiter.AllowMany], the whole call's.
 	Latency time.Duration
-	// RoundTrips is 1 when the decision was sent to Redis, alone or in a
-	// batch, and 0 when it was answered without Redis (the deny cache, an
+	// RoundTrips is 1 when the decision went to Redis, alone or in a
+	// batch, whether Redis answered or not (a refused connection counts),
+	// and 0 when it was answered without trying Redis (the deny cache, an
 	// open breaker, bad input, the in-process limiter). An EVAL that
 	// follows a NOSCRIPT is not counted.
 	RoundTrips int
@@ -62,7 +63,9 @@ type Observation struct {
 }
 
 // An Observer receives every decision of a Limiter: each call of Allow,
-// AllowN and Peek, each key of AllowMany, and each attempt of Wait. It
+// AllowN and Peek, each key of AllowMany that was decided (an AllowMany
+// that returns an error before deciding, for a bad key or an ended
+// context, reports nothing), and each attempt of Wait. It
 // runs on the calling goroutine before the call returns, so it should be
 // quick; it may be called concurrently. Set with [WithObserver]; without
 // one, decisions measure nothing.

@@ -28,8 +28,9 @@ const maxForwardHops = 64
 // header from the right.
 //
 // The forwarding header is header when it is set ("Forwarded" or
-// "X-Forwarded-For"); when it is "", it is Forwarded (RFC 7239) when r has
-// a Forwarded field with a non-blank value, and X-Forwarded-For otherwise. Walking
+// "X-Forwarded-For"); when it is "", it is X-Forwarded-For when r has one
+// with a non-blank value, which most proxies append to, and Forwarded
+// (RFC 7239) otherwise. Walking
 // from the right, entries inside a trusted prefix are skipped; the first
 // address outside every trusted prefix is the client. An entry that is
 // not an address ("unknown", an obfuscated "_name", an element without
@@ -41,8 +42,8 @@ const maxForwardHops = 64
 // RFC 9110 asks.
 //
 // A trusted proxy must therefore append to (or replace) the header that
-// clientAddr reads: with header "", a proxy that sets only X-Forwarded-For
-// must remove any Forwarded field its client sent, or that client chooses
+// clientAddr reads: with header "", a proxy that sets only Forwarded must
+// remove any X-Forwarded-For field its client sent, or that client chooses
 // its address; naming the header avoids that.
 //
 // The result is unmapped (an IPv4-mapped IPv6 address becomes IPv4) and
@@ -65,7 +66,7 @@ func clientAddr(r *http.Request, trusted []netip.Prefix, header string) (netip.A
 
 	var hops forwardHops
 	parse := parseXFFEntry
-	if lines := r.Header.Values("Forwarded"); header == "Forwarded" || header == "" && hasContent(lines) {
+	if lines := r.Header.Values("Forwarded"); header == "Forwarded" || header == "" && !hasContent(r.Header.Values("X-Forwarded-For")) {
 		parse = parseForwardedElement
 		for _, line := range lines {
 			hops.addForwardedLine(line)

@@ -114,8 +114,11 @@ func TestClientAddr(t *testing.T) {
 		{"ForwardedPrependedFakes", "10.0.0.2:80", proxies, []string{"Forwarded: for=198.51.100.1, for=203.0.113.7;proto=http, for=10.0.0.1"}, "203.0.113.7"},
 		{"ForwardedEmptyElements", "10.0.0.1:80", proxies, []string{"Forwarded: for=198.51.100.1,, for=203.0.113.7 ,"}, "203.0.113.7"},
 		{"ForwardedCommaInOtherParam", "10.0.0.2:80", proxies, []string{`Forwarded: for=203.0.113.7;ext="a, for=198.51.100.1", for=10.0.0.1`}, "203.0.113.7"},
-		{"ForwardedBeatsXFF", "10.0.0.1:80", proxies, []string{"X-Forwarded-For: 198.51.100.1", "Forwarded: for=203.0.113.7"}, "203.0.113.7"},
-		{"ForwardedTrustedBeatsXFF", "10.0.0.1:80", proxies, []string{"X-Forwarded-For: 198.51.100.1", "Forwarded: for=10.0.0.3"}, "10.0.0.3"},
+		// Most proxies append to X-Forwarded-For and pass a client's own
+		// Forwarded through: X-Forwarded-For wins when both are there.
+		{"XFFBeatsForwarded", "10.0.0.1:80", proxies, []string{"X-Forwarded-For: 198.51.100.1", "Forwarded: for=203.0.113.7"}, "198.51.100.1"},
+		{"XFFBeatsTrustedForwarded", "10.0.0.1:80", proxies, []string{"X-Forwarded-For: 198.51.100.1", "Forwarded: for=10.0.0.3"}, "198.51.100.1"},
+		{"BlankXFFFallsBackToForwarded", "10.0.0.1:80", proxies, []string{"X-Forwarded-For:  ", "Forwarded: for=203.0.113.7"}, "203.0.113.7"},
 		{"BlankForwardedFallsBackToXFF", "10.0.0.1:80", proxies, []string{"Forwarded:  ", "X-Forwarded-For: 203.0.113.7"}, "203.0.113.7"},
 		{"ForwardedUnknown", "10.0.0.2:80", proxies, []string{"Forwarded: for=198.51.100.1, for=unknown, for=10.0.0.1"}, "10.0.0.1"},
 		{"ForwardedObfuscated", "10.0.0.2:80", proxies, []string{"Forwarded: for=198.51.100.1, for=_hidden"}, "10.0.0.2"},

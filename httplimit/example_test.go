@@ -73,5 +73,5 @@ func ExampleNew() {
 	// 429 Too Many Requests
 	// RateLimit: "default-0";r=0;t=1, "default-1";r=980;t=1
 	// Retry-After: 1
-	// {"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,"detail":"Retry in 1 s."}
+	// {"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,"detail":"Retry in 1 s.","violated-policies":["default-0"]}
 }

@@ -9,8 +9,9 @@
 //
 // By default each request costs 1 on the key of its client's IP address:
 // the connection's peer, or, only when the peer is a trusted proxy, the
-// first untrusted address in X-Forwarded-For or Forwarded read from the
-// right. IPv6 clients are grouped by /64, since one host owns a /64.
+// first untrusted address in X-Forwarded-For (or, when the request has
+// none, Forwarded) read from the right; [WithForwardedHeader] pins one.
+// IPv6 clients are grouped by /64, since one host owns a /64.
 //
 // Every response the middleware decides carries, in Structured Fields
 // syntax (RFC 9651):
@@ -26,9 +27,11 @@
 // decision. t is, for an admitted request, the seconds until the quota is
 // full again (ResetAfter), and for a denied one the seconds until the
 // request could be admitted (RetryAfter), rounded up and never past
-// Retry-After. A denied request gets 429 Too Many Requests, Retry-After in
-// whole seconds rounded up, and an RFC 9457 problem+json body of type
-// "https://iana.org/assignments/http-problem-types#quota-exceeded", unless
+// Retry-After (a part of All that admitted the request included). A denied
+// request gets 429 Too Many Requests, Retry-After in whole seconds rounded
+// up, and an RFC 9457 problem+json body of type
+// "https://iana.org/assignments/http-problem-types#quota-exceeded", with
+// the names of the policies that denied it as "violated-policies", unless
 // [WithLimitedHandler] answers it. When the limiter fails (Redis is down
 // and its failure policy returns the error), the request gets 503 Service
 // Unavailable without reaching the next handler, unless [WithErrorHandler]
@@ -102,11 +105,11 @@ func WithTrustedProxies(prefixes ...netip.Prefix) Option {
 
 // WithForwardedHeader sets the one forwarding header that trusted proxies
 // write, "X-Forwarded-For" or "Forwarded", and the only one read. By
-// default a request's Forwarded field is read when it has one, and
-// X-Forwarded-For otherwise: then a proxy that writes X-Forwarded-For
-// alone must drop the Forwarded field a client sends, or the client
-// chooses its key. Name the header your proxies write to be safe from
-// that.
+// default X-Forwarded-For is read when the request has one, which most
+// proxies append to, and Forwarded otherwise: then a proxy that writes
+// Forwarded alone must drop the X-Forwarded-For a client sends, or the
+// client chooses its key. Name the header your proxies write to be safe
+// from that.
 func WithForwardedHeader(name string) Option {
 	return func(m *Middleware) { m.fwdHeader = http.CanonicalHeaderKey(name) }
 }
@@ -152,8 +155,9 @@ func WithErrorHandler(f func(http.ResponseWriter, *http.Request, error)) Option 
 }
 
 // WithLegacyHeaders adds the X-RateLimit-Limit, X-RateLimit-Remaining and
-// X-RateLimit-Reset (seconds from now, rounded up) fields that older
-// clients read, for the smallest quota.
+// X-RateLimit-Reset (seconds from now, rounded up; on a denial, as
+// Retry-After) fields that older clients read, for the quota with the
+// least remaining.
 func WithLegacyHeaders() Option {
 	return func(m *Middleware) { m.legacy = true }
 }
@@ -192,7 +196,7 @@ func New(lim *redislimit.Limiter, opts ...Option) (*Middleware, error) {
 			name += "-" + strconv.Itoa(i)
 		}
 		m.names = append(m.names, sfString(name))
-		item := m.names[i] + ";q=" + strconv.Itoa(q.Limit)
+		item := m.names[i] + ";q=" + sfInt(int64(q.Limit))
 		if q.Window > 0 {
 			item += ";w=" + strconv.FormatInt(seconds(q.Window), 10)
 		}
@@ -234,7 +238,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 		}
 		problem(w, http.StatusTooManyRequests, QuotaExceededType,
 			"Request cannot be satisfied as assigned quota has been exceeded",
-			fmt.Sprintf("Retry in %d s.", seconds(res.RetryAfter)))
+			fmt.Sprintf("Retry in %d s.", seconds(res.RetryAfter)), m.violated(res))
 	})
 }
 
@@ -257,7 +261,21 @@ func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	problem(w, http.StatusServiceUnavailable, "about:blank", http.StatusText(http.StatusServiceUnavailable),
-		"The rate limiter could not decide.")
+		"The rate limiter could not decide.", nil)
+}
+
+// violated returns the names of the policies that denied res.
+func (m *Middleware) violated(res redislimit.Result) []string {
+	if len(res.Parts) != len(m.quotas) || len(m.quotas) < 2 {
+		return []string{m.name}
+	}
+	var names []string
+	for i, p := range res.Parts {
+		if !p.Allowed {
+			names = append(names, m.name+"-"+strconv.Itoa(i))
+		}
+	}
+	return names
 }
 
 // setHeaders sets the RateLimit fields of a decision, and on a denial
@@ -277,7 +295,7 @@ func (m *Middleware) setHeaders(h http.Header, res redislimit.Result) {
 		if !res.Allowed {
 			t = min(t, retry) // never past Retry-After
 		}
-		items[i] = m.names[min(i, len(m.names)-1)] + ";r=" + strconv.Itoa(max(p.Remaining, 0)) + ";t=" + strconv.FormatInt(t, 10)
+		items[i] = m.names[min(i, len(m.names)-1)] + ";r=" + sfInt(int64(max(p.Remaining, 0))) + ";t=" + sfInt(t)
 	}
 	h.Set("RateLimit-Policy", m.policy)
 	h.Set("RateLimit", strings.Join(items, ", "))
@@ -285,14 +303,29 @@ func (m *Middleware) setHeaders(h http.Header, res redislimit.Result) {
 		h.Set("Retry-After", strconv.FormatInt(retry, 10))
 	}
 	if m.legacy {
-		reset := seconds(res.ResetAfter)
+		// The quota with the least remaining, the one that binds.
+		b := parts[0]
+		for _, p := range parts[1:] {
+			if p.Remaining < b.Remaining {
+				b = p
+			}
+		}
+		reset := seconds(b.ResetAfter)
 		if !res.Allowed {
 			reset = retry
 		}
-		h.Set("X-RateLimit-Limit", strconv.Itoa(res.Limit))
-		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(res.Remaining, 0)))
+		h.Set("X-RateLimit-Limit", strconv.Itoa(b.Limit))
+		h.Set("X-RateLimit-Remaining", strconv.Itoa(max(b.Remaining, 0)))
 		h.Set("X-RateLimit-Reset", strconv.FormatInt(reset, 10))
 	}
+}
+
+// maxSFInt is the largest Structured Fields integer: 15 digits.
+const maxSFInt = 999_999_999_999_999
+
+// sfInt formats v as a Structured Fields integer, capped at its 15 digits.
+func sfInt(v int64) string {
+	return strconv.FormatInt(min(v, maxSFInt), 10)
 }
 
 // seconds returns d in whole seconds, rounded up.
@@ -318,14 +351,16 @@ func sfString(s string) string {
 	return b.String()
 }
 
-// problem writes an RFC 9457 problem details response.
-func problem(w http.ResponseWriter, status int, typ, title, detail string) {
+// problem writes an RFC 9457 problem details response; violated, when not
+// nil, is the quota-exceeded type's list of the policies that denied.
+func problem(w http.ResponseWriter, status int, typ, title, detail string, violated []string) {
 	body, _ := json.Marshal(struct {
-		Type   string `json:"type"`
-		Title  string `json:"title"`
-		Status int    `json:"status"`
-		Detail string `json:"detail,omitempty"`
-	}{typ, title, status, detail})
+		Type     string   `json:"type"`
+		Title    string   `json:"title"`
+		Status   int      `json:"status"`
+		Detail   string   `json:"detail,omitempty"`
+		Violated []string `json:"violated-policies,omitempty"`
+	}{typ, title, status, detail, violated})
 	w.Header().Set("Content-Type", "application/problem+json")
 	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
 	w.WriteHeader(status)

@@ -230,16 +230,18 @@ func TestHeadersAndDenial(t *testing.T) {
 		}
 		defer resp.Body.Close()
 		var body struct {
-			Type   string
-			Title  string
-			Status int
+			Type     string
+			Title    string
+			Status   int
+			Violated []string `json:"violated-policies"`
 		}
 		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
 			t.Fatalf("problem body: %v", err)
 		}
 		// 1.5s of the window gone: 58.5s left, 59 rounded up.
 		if resp.StatusCode != http.StatusTooManyRequests || resp.Header.Get("Retry-After") != "59" ||
-			resp.Header.Get("Content-Type") != "application/problem+json" || body.Type != httplimit.QuotaExceededType || body.Status != 429 {
+			resp.Header.Get("Content-Type") != "application/problem+json" || body.Type != httplimit.QuotaExceededType || body.Status != 429 ||
+			!cmp.Equal(body.Violated, []string{"default"}) {
 			t.Errorf("4th request: %s, Retry-After %q, %s %+v; want 429, 59, a quota-exceeded problem", resp.Status, resp.Header.Get("Retry-After"), resp.Header.Get("Content-Type"), body)
 		}
 		if diff := cmp.Diff([]sfItem{{"default", map[string]int64{"r": 0, "t": 59}}}, header(t, resp, "RateLimit")); diff != "" {
@@ -266,8 +268,9 @@ func TestAllHeaders(t *testing.T) {
 		if diff := cmp.Diff([]sfItem{{`api "v1"-0`, map[string]int64{"r": 1, "t": 2}}, {`api "v1"-1`, map[string]int64{"r": 4, "t": 60}}}, header(t, resp, "RateLimit")); diff != "" {
 			t.Errorf("RateLimit (-want +got):\n%s", diff)
 		}
-		if got := resp.Header.Get("X-RateLimit-Limit") + " " + resp.Header.Get("X-RateLimit-Remaining") + " " + resp.Header.Get("X-RateLimit-Reset"); got != "2 1 60" {
-			t.Errorf("legacy fields %q, want \"2 1 60\"", got)
+		if got := resp.Header.Get("X-RateLimit-Limit") + " " + resp.Header.Get("X-RateLimit-Remaining") + " " + resp.Header.Get("X-RateLimit-Reset"); got != "2 1 2" {
+			// The bucket binds: 1 of 2 left, full in 2s.
+			t.Errorf("legacy fields %q, want \"2 1 2\"", got)
 		}
 		f.get(t, "/")
 		resp = f.get(t, "/") // the bucket is empty: 2s to a token
@@ -299,9 +302,12 @@ func TestClientKeys(t *testing.T) {
 			{"IPv6OtherSubnet", []netip.Prefix{loopback}, []string{"X-Forwarded-For: 2001:db8::1"}, []string{"X-Forwarded-For: 2001:db8:0:1::1"}, false},
 			{"Forwarded", []netip.Prefix{loopback}, []string{`Forwarded: for="[2001:db8::1]:4711"`}, []string{`Forwarded: For=198.51.100.7;proto=https`}, false},
 			{"ForwardedSameClient", []netip.Prefix{loopback}, []string{`Forwarded: for=198.51.100.7`}, []string{"X-Forwarded-For: 198.51.100.7"}, true},
-			// Proxies that write X-Forwarded-For alone: a client's own
-			// Forwarded field is ignored.
-			{"PinnedHeader", []netip.Prefix{loopback}, []string{"Forwarded: for=1.1.1.1", "X-Forwarded-For: 198.51.100.7"}, []string{"Forwarded: for=2.2.2.2", "X-Forwarded-For: 198.51.100.7"}, true},
+			// A proxy that appends to X-Forwarded-For and passes the
+			// client's own Forwarded through: X-Forwarded-For wins.
+			{"ClientForwardedIgnored", []netip.Prefix{loopback}, []string{"Forwarded: for=1.1.1.1", "X-Forwarded-For: 198.51.100.7"}, []string{"Forwarded: for=2.2.2.2", "X-Forwarded-For: 198.51.100.7"}, true},
+			// Pinned to X-Forwarded-For: a client's own Forwarded field
+			// is ignored even without X-Forwarded-For.
+			{"PinnedHeader", []netip.Prefix{loopback}, []string{"Forwarded: for=1.1.1.1"}, []string{"Forwarded: for=2.2.2.2"}, true},
 		}
 		for _, tt := range tests {
 			t.Run(tt.name, func(t *testing.T) {
@@ -435,3 +441,17 @@ func TestNewValidates(t *testing.T) {
 }
 
 var _ = context.Background
+
+// A limit past the 15 digits of a Structured Fields integer is capped.
+func TestHugeLimitStaysAnSFInteger(t *testing.T) {
+	lim, err := redislimit.NewLocal(redislimit.FixedWindow(1<<50, time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := newFixture(t, lim)
+	resp := f.get(t, "/")
+	if p := header(t, resp, "RateLimit-Policy"); p[0].Params["q"] != 999_999_999_999_999 {
+		t.Errorf("q = %d, want the largest sf-integer", p[0].Params["q"])
+	}
+	header(t, resp, "RateLimit")
+}
