@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redislimit/redislimit/internal/redistest"
 	vegeta "github.com/tsenart/vegeta/v12/lib"
 )
 
@@ -48,7 +49,7 @@ var clients = func() []string {
 // latency the middleware adds, which is reported but not checked: the
 // machine is shared and noisy.
 func TestLoad(t *testing.T) {
-	redisAddr := startRedis(t)
+	redisAddr := redistest.Start(t).Addr() // skips, or fails with REDISLIMIT_REQUIRE_REDIS=1, without redis-server
 	bin := buildServer(t)
 	env := []string{"REDIS_ADDR=" + redisAddr, "TRUSTED_PROXIES=127.0.0.0/8"}
 	limited := startServers(t, bin, "limited", instances, slices.Concat(env, []string{"RATE_LIMIT="})...)

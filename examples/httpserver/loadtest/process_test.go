@@ -1,10 +1,7 @@
 package loadtest
 
 import (
-	"bufio"
-	"errors"
 	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -16,10 +13,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// requireEnv turns a missing redis-server into a failure instead of a skip.
-const requireEnv = "REDISLIMIT_REQUIRE_REDIS"
+	"github.com/redislimit/redislimit/internal/redistest"
+)
 
 // stopGrace is how long a process has to exit after SIGTERM before it is
 // killed.
@@ -100,25 +96,13 @@ func (p *proc) logTail() string {
 	return strings.Join(lines, "\n")
 }
 
-// freePort returns a TCP port on 127.0.0.1 that was free a moment ago.
-// Another process may take it before the caller binds it, so callers retry
-// on a new port when a start fails.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
-
 // startRetrying starts a process on a free port with start, up to three
 // times, each on a new port.
 func startRetrying(start func(port int) (*proc, error)) (*proc, error) {
 	var err error
 	for range 3 {
 		var port int
-		if port, err = freePort(); err != nil {
+		if port, err = redistest.FreePort(); err != nil {
 			continue
 		}
 		var p *proc
@@ -148,64 +132,6 @@ func waitReady(p *proc, ready func() error) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-// startRedis starts a redis-server on a free 127.0.0.1 port, with nothing
-// saved, and stops it when the test ends. It skips the test when
-// redis-server is missing, or fails it when REDISLIMIT_REQUIRE_REDIS is
-// "1". It returns the server's address.
-func startRedis(t *testing.T) string {
-	t.Helper()
-	bin, err := exec.LookPath("redis-server")
-	if err != nil {
-		if os.Getenv(requireEnv) == "1" {
-			t.Fatalf("redis-server not found in PATH and %s=1", requireEnv)
-		}
-		t.Skip("redis-server not found in PATH; set " + requireEnv + "=1 to make this a failure")
-	}
-	dir := t.TempDir()
-	var addr string
-	p, err := startRetrying(func(port int) (*proc, error) {
-		addr = "127.0.0.1:" + strconv.Itoa(port)
-		p, err := startProc(dir, "redis-server", bin, nil,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1",
-			"--save", "", "--appendonly", "no", "--dir", dir)
-		if err != nil {
-			return nil, err
-		}
-		return p, waitReady(p, func() error { return ping(addr) })
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := p.stop(stopGrace); err != nil {
-			t.Logf("redis-server: %v", err)
-		}
-	})
-	return addr
-}
-
-// ping sends one PING over a fresh connection to addr and waits at most a
-// second for +PONG.
-func ping(addr string) error {
-	c, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	_ = c.SetDeadline(time.Now().Add(time.Second))
-	if _, err := c.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(c).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if !strings.HasPrefix(line, "+PONG") {
-		return errors.New("reply to PING: " + strings.TrimSpace(line))
-	}
-	return nil
 }
 
 // buildServer builds examples/httpserver of the root module (three
