@@ -309,7 +309,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Resu
 	}
 	start := time.Now()
 	r, err, failure, src := l.decideFull(ctx, key, n, mode)
-	l.observed(ctx, start, src, src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen), r, err)
+	l.observed(ctx, start, src, wentToRedis(src, err, failure), r, err)
 	return r, err
 }
 
@@ -690,7 +690,7 @@ func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
 		}
 		r, err, failure, src := l.decideFull(ctx, key, n, argConsume)
 		if l.observe != nil {
-			l.observed(ctx, start, src, src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen), r, err)
+			l.observed(ctx, start, src, wentToRedis(src, err, failure), r, err)
 		}
 		switch {
 		case err != nil:

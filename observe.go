@@ -2,6 +2,7 @@ package redislimit
 
 import (
 	"context"
+	"errors"
 	"time"
 )
 
@@ -87,6 +88,13 @@ const (
 	fromCache                 // the deny cache
 	fromRedis                 // sent to Redis, or meant to be
 )
+
+// wentToRedis reports whether a decision from src, which returned err or
+// whose failure the policy covered, was sent to Redis: not when the open
+// breaker answered.
+func wentToRedis(src source, err, failure error) bool {
+	return src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen)
+}
 
 // observed reports one decision to the observer.
 func (l *Limiter) observed(ctx context.Context, start time.Time, src source, sent bool, r Result, err error) {
