@@ -1,5 +1,6 @@
 // Command demo shows redislimit's decisions: each algorithm with a limit of
-// 5, called 7 times on one key, then the state it left in Redis.
+// 5, and an All of a bucket of 3 and a window of 5, each called 7 times on
+// one key, then the state they left in Redis.
 //
 // It runs on an embedded Redis (miniredis) unless REDIS_ADDR names a Redis
 // to use, such as REDIS_ADDR=127.0.0.1:6379. On a real Redis it writes
@@ -47,6 +48,8 @@ func main() {
 		{"FixedWindow(5, 10s)", redislimit.FixedWindow(5, 10*time.Second)},
 		{"SlidingLog(5, 10s)", redislimit.SlidingLog(5, 10*time.Second)},
 		{"TokenBucket(1, 2s, 5)", redislimit.TokenBucket(1, 2*time.Second, 5)},
+		{"SlidingWindow(5, 10s)", redislimit.SlidingWindow(5, 10*time.Second)},
+		{"All(TokenBucket(1, 2s, 3), FixedWindow(5, 10s))", redislimit.All(redislimit.TokenBucket(1, 2*time.Second, 3), redislimit.FixedWindow(5, 10*time.Second))},
 	}
 	for _, a := range algorithms {
 		lim, err := redislimit.New(rdb, a.alg, redislimit.WithPrefix("demo:"))
@@ -77,6 +80,6 @@ func main() {
 	for _, k := range keys {
 		ttl, _ := rdb.PTTL(ctx, k).Result()
 		typ, _ := rdb.Type(ctx, k).Result()
-		fmt.Printf("  %-16s %-5s ttl=%v\n", k, typ, ttl.Round(time.Millisecond))
+		fmt.Printf("  %-22s %-5s ttl=%v\n", k, typ, ttl.Round(time.Millisecond))
 	}
 }
