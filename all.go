@@ -245,7 +245,7 @@ func merge(parts []Result) Result {
 
 // prelude opens every assembled script: it reads the time, the cost and
 // the mode, and sets the TTL margin for the bodies.
-const prelude = `local now = ARGV[1]
+var prelude = `local now = ARGV[1]
 if now == '' then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
@@ -258,15 +258,12 @@ local consume = ARGV[3] == '1'
 -- key must live: Redis can count a relative TTL set in a script from the
 -- script's start, in whole ms, so a key would otherwise expire while its
 -- state still counts.
-local ttl_margin = ` + ttlMarginMillis + `
+local ttl_margin = ` + strconv.FormatInt(ttlMargin.Milliseconds(), 10) + `
 `
 
 // ttlMargin is how long past the moment its state stops mattering a key
 // lives: the TTL that every script sets is that long more.
-const (
-	ttlMargin       = time.Second
-	ttlMarginMillis = "1000"
-)
+const ttlMargin = time.Second
 
 // maxState is the most values a body's decide may return after write.
 const maxState = 10

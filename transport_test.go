@@ -382,14 +382,7 @@ func TestTransportBatchesExactly(t *testing.T) {
 						}
 					})
 					errs.report(t)
-					got := map[string]int64{}
-					want := map[string]int64{}
-					for i, k := range hot {
-						got[k], want[k] = admitted[i].Load(), limit
-					}
-					if diff := cmp.Diff(want, got); diff != "" {
-						t.Errorf("admitted per hot key, limit %d (-want +got):\n%s", limit, diff)
-					}
+					assertAdmitted(t, "admitted per hot key", hot, admitted, limit)
 					decisions := 2 * workers * rounds
 					trips, _ := rt.snapshot()
 					st := sh.stats()
@@ -914,14 +907,7 @@ func TestAutoPipeliner(t *testing.T) {
 				close(stop)
 				t.Logf("%d SCRIPT FLUSHes during the load", <-flushed)
 				errs.report(t)
-				got := map[string]int64{}
-				want := map[string]int64{}
-				for i, k := range hot {
-					got[k], want[k] = admitted[i].Load(), limit
-				}
-				if diff := cmp.Diff(want, got); diff != "" {
-					t.Errorf("admitted per key through an AutoPipeliner, limit %d (-want +got):\n%s", limit, diff)
-				}
+				assertAdmitted(t, "admitted per key through an AutoPipeliner", hot, admitted, limit)
 			})
 		}
 	})
@@ -1224,5 +1210,19 @@ func TestTransportNotSentAfterGivingUp(t *testing.T) {
 	time.Sleep(100 * time.Millisecond) // a late send would have run by now
 	if n := keysUnder(t, c); n != 0 {
 		t.Errorf("%d keys written: the call went out after its caller gave up", n)
+	}
+}
+
+// assertAdmitted checks that each of keys admitted exactly limit calls, as
+// counted in admitted (by key index).
+func assertAdmitted(t *testing.T, what string, keys []string, admitted []atomic.Int64, limit int) {
+	t.Helper()
+	got := map[string]int64{}
+	want := map[string]int64{}
+	for i, k := range keys {
+		got[k], want[k] = admitted[i].Load(), int64(limit)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("%s, limit %d (-want +got):\n%s", what, limit, diff)
 	}
 }
