@@ -2,9 +2,8 @@ package redislimit
 
 import (
 	"fmt"
+	"strings"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // Result is the outcome of one decision. The zero value is a denial with no
@@ -38,32 +37,89 @@ type Result struct {
 	Parts []Result
 }
 
-// Algorithm is a rate-limiting algorithm that a [Limiter] runs as one Lua
-// script per decision. [FixedWindow], [SlidingLog], [SlidingWindow],
-// [TokenBucket] and [All] return the package's own. Implement it in any
-// package to add another one: the [Limiter] then gives it key handling,
-// validation, the time source, reply checking and every other feature.
-// The package documentation ("Writing an algorithm") states the contract
-// its script, or its [Composable] body, must follow.
+// Algorithm is a rate-limiting algorithm: a Lua body that decides, and
+// the arguments it takes. [FixedWindow], [SlidingLog], [SlidingWindow],
+// [TokenBucket] and [All] return the package's own; implement it in any
+// package to add another. The [Limiter] assembles the script it runs from
+// the body and gives the algorithm everything else: key handling,
+// validation, the time source, reply checking, batching, failure
+// policies, the deny cache, and a part in [All]. The contract the body
+// follows is on [Algorithm.Body].
+//
+// An algorithm may also have a method Window() time.Duration, the time
+// its limit spans, which [Limiter.Quotas] reports as [Quota.Window]
+// (without it, 0); and to decide in process memory too ([NewLocal],
+// [FailLocal]) it implements [LocalAlgorithm].
 //
 // A Limiter calls the methods once, in [New]; they must not change later.
 type Algorithm interface {
 	// Name returns a short identifier, used in the Redis key so that
-	// algorithms on the same user key never share state. It must be
-	// non-empty and hold neither '{' nor '}'.
+	// algorithms on the same user key never share state, and in errors.
+	// It must be non-empty and hold neither '{' nor '}'.
 	Name() string
 	// Limit returns the capacity, in units: the most that one key can be
 	// granted at once. [Limiter.AllowN] refuses a larger cost with
 	// [ErrCostExceedsLimit] without calling Redis.
 	Limit() int
-	// Script returns the script that makes one decision. A [Composable]
-	// algorithm may return nil: the limiter then runs the script
-	// assembled from its Body.
-	Script() *redis.Script
-	// Args returns the script's own arguments, passed as ARGV[4] onwards,
-	// or an error wrapping [ErrInvalidConfig] when the parameters are out
-	// of range.
+	// Args returns the body's own arguments, which decide receives after
+	// key, now and n, as strings; their number is the length of the
+	// slice. It returns an error wrapping [ErrInvalidConfig] when the
+	// parameters are out of range.
 	Args() ([]any, error)
+	// Body returns the Lua source of the algorithm's decision: a chunk
+	// that defines two local functions, decide and write.
+	//
+	//	local function write(consume, key, now, n, ...)
+	//	  -- consume: true to consume n (only ever when decide allowed
+	//	  -- the call, and within All when every part allowed it);
+	//	  -- otherwise write only repairs (state the clock left in the
+	//	  -- future, a missing TTL). ...: the values decide returned
+	//	  -- after write. Give every write a TTL, in ms:
+	//	  -- math.ceil(us / 1000) + ttl_margin for state that matters
+	//	  -- for us more µs.
+	//	  return remaining, retry_after_us, reset_after_us
+	//	end
+	//
+	//	local function decide(key, now, n, ...)
+	//	  -- key: the Redis key; now: µs since the Unix epoch (a
+	//	  -- number); n: the cost, from 1 to Limit() (in All, to the
+	//	  -- smallest part's Limit); ...: the values Args returned, as
+	//	  -- strings. Read key's state and decide; write nothing.
+	//	  local allowed = ... -- a boolean, never 0 or 1
+	//	  return allowed, write, ... -- and up to 10 values for write
+	//	end
+	//
+	// The three numbers write returns are integers, none negative:
+	// retry_after 0 exactly when allowed, durations at most [MaxWindow],
+	// and remaining and the durations what the key holds after the
+	// write. The body touches no key but key and defines no global.
+	// The script reads the time once (Redis TIME, or the [WithClock]
+	// time) and passes it to every body, so the parts of an All decide
+	// at one instant. Lua numbers are doubles: keep times in integer µs,
+	// and format large numbers with string.format('%d', x), never with
+	// tostring or '..', which keep 14 digits. Example (customAlgorithm)
+	// writes a daily quota this way.
+	Body() string
+}
+
+// Composable is [Algorithm]: every algorithm is a Lua body and can take
+// part in [All].
+type Composable = Algorithm
+
+// windowed is an algorithm that says how long its limit spans.
+type windowed interface{ Window() time.Duration }
+
+// titled is an algorithm of the package's, which errors name by its
+// constructor ("TokenBucket") rather than its key name ("tb").
+type titled interface{ title() string }
+
+// titleOf returns the name errors give alg: its constructor's for the
+// package's own, else its Name.
+func titleOf(alg Algorithm) string {
+	if t, ok := alg.(titled); ok {
+		return t.title()
+	}
+	return alg.Name()
 }
 
 // parseReply turns a script's reply into a Result, checking it against the
@@ -146,12 +202,10 @@ type Quota struct {
 	// Window is the time the limit spans: the window of [FixedWindow],
 	// [SlidingLog] and [SlidingWindow]; for [TokenBucket], the time an
 	// empty bucket takes to fill (burst × per / rate, with the refill
-	// interval in whole µs); 0 for an algorithm defined elsewhere.
+	// interval in whole µs); for an algorithm defined elsewhere, what its
+	// Window method returns, or 0 without one.
 	Window time.Duration
 }
-
-// spanner is an algorithm that says how long its limit spans.
-type spanner interface{ span() time.Duration }
 
 // quotasOf returns the quotas of alg: one per part of an All.
 func quotasOf(alg Algorithm) []Quota {
@@ -162,11 +216,36 @@ func quotasOf(alg Algorithm) []Quota {
 	q := make([]Quota, len(parts))
 	for i, p := range parts {
 		q[i].Limit = p.Limit()
-		if s, ok := p.(spanner); ok {
-			q[i].Window = s.span()
+		if w, ok := p.(windowed); ok {
+			q[i].Window = max(w.Window(), 0)
 		}
 	}
 	return q
+}
+
+// checkAlgorithm checks alg's name, capacity, body and arguments, and
+// returns the arguments; errors wrap [ErrInvalidConfig] and name alg as
+// its constructor does.
+func checkAlgorithm(alg Algorithm) ([]any, error) {
+	if isNil(alg) {
+		return nil, ErrNilAlgorithm
+	}
+	args, err := alg.Args()
+	if err != nil {
+		return nil, err
+	}
+	name, title := alg.Name(), titleOf(alg)
+	switch {
+	case name == "" || strings.ContainsAny(name, "{}"):
+		return nil, fmt.Errorf("%w: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, name)
+	case alg.Limit() < 1:
+		return nil, fmt.Errorf("%w: %s has capacity %d, want at least 1", ErrInvalidConfig, title, alg.Limit())
+	case alg.Body() == "":
+		if _, ok := alg.(allOf); !ok {
+			return nil, fmt.Errorf("%w: %s has no Lua body", ErrInvalidConfig, title)
+		}
+	}
+	return args, nil
 }
 
 // maxUnits bounds limits, rates and bursts so that counts stay exact in

@@ -163,7 +163,8 @@ func TestNewValidates(t *testing.T) {
 		{"custom empty name", c, badAlg{name: "", limit: 1}, nil, redislimit.ErrInvalidConfig},
 		{"custom name with brace", c, badAlg{name: "x}", limit: 1}, nil, redislimit.ErrInvalidConfig},
 		{"custom zero limit", c, badAlg{name: "x", limit: 0}, nil, redislimit.ErrInvalidConfig},
-		{"custom nil script", c, badAlg{name: "x", limit: 1, noScript: true}, nil, redislimit.ErrInvalidConfig},
+		{"custom no body", c, badAlg{name: "x", limit: 1, noBody: true}, nil, redislimit.ErrInvalidConfig},
+		{"hashed keys, empty secret", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithHashedKeys(nil)}, redislimit.ErrInvalidConfig},
 		{"ok fw", c, redislimit.FixedWindow(1, ms), nil, nil},
 		{"ok sl", c, redislimit.SlidingLog(1<<20, redislimit.MaxWindow), nil, nil},
 		{"ok tb", c, redislimit.TokenBucket(1000, ms, 1), []redislimit.Option{redislimit.WithPrefix(""), redislimit.WithClock(nil)}, nil},
@@ -181,64 +182,65 @@ func TestNewValidates(t *testing.T) {
 	}
 }
 
-// badAlg is an Algorithm whose script replies with src.
+// badAlg is an Algorithm whose body decides allowed (Lua) and whose
+// write returns ret (Lua values).
 type badAlg struct {
-	name     string
-	limit    int
-	src      string
-	noScript bool
+	name         string
+	limit        int
+	allowed, ret string
+	noBody       bool
 }
 
 func (a badAlg) Name() string         { return a.name }
 func (a badAlg) Limit() int           { return a.limit }
 func (a badAlg) Args() ([]any, error) { return nil, nil }
-func (a badAlg) Script() *redis.Script {
-	if a.noScript {
-		return nil
+func (a badAlg) Body() string {
+	if a.noBody {
+		return ""
 	}
-	return redis.NewScript(a.src)
+	allowed := a.allowed
+	if allowed == "" {
+		allowed = "true"
+	}
+	return "local function write() return " + a.ret + " end\nlocal function decide() return " + allowed + ", write end"
 }
 
-// A script that breaks the reply contract gives ErrMalformedReply, never a
-// panic or a decision.
+// A body that breaks the reply contract gives ErrMalformedReply, never a
+// panic or a decision. (Replies of the wrong shape, which no body can
+// cause, are FuzzParseReply's.)
 func TestMalformedReplies(t *testing.T) {
-	replies := []string{
-		`return 1`,
-		`return 'allowed'`,
-		`return {}`,
-		`return {1, 2, 0}`,
-		`return {1, 2, 0, 0, 5}`,
-		`return {2, 0, 0, 0}`,
-		`return {1, -1, 0, 0}`,
-		`return {1, 0, 0, -5}`,
-		`return {1, 'x', 0, 0}`,
-		`return {0, 0, 0, 0}`,
-		`return {1, 0, 5, 0}`,
-		`return {1, 0, 0, 1e17}`,
-		`return {1, 0, 0, {1}}`,
-		`return redis.status_reply('OK')`,
-		`return nil`,
+	bodies := []badAlg{
+		{ret: "'x', 0, 0"},
+		{ret: "-1, 0, 0"},
+		{ret: "0, 0, -5"},
+		{allowed: "false", ret: "0, 0, 0"},
+		{ret: "0, 5, 0"},
+		{ret: "0, 0, 1e17"},
+		{ret: "0, 0, {1}"},
+		{ret: "0, 0"},
+		{ret: ""},
 	}
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		c := b.Client(t)
-		for _, src := range replies {
-			lim, err := redislimit.New(c, badAlg{name: "bad", limit: 5, src: src})
+		for _, alg := range bodies {
+			alg.name, alg.limit = "bad", 5
+			lim, err := redislimit.New(c, alg)
 			if err != nil {
 				t.Fatal(err)
 			}
 			r, err := lim.Allow(context.Background(), "k")
-			if !errors.Is(err, redislimit.ErrMalformedReply) && !(src == `return nil` && err != nil) {
-				t.Errorf("script %q: Allow = %+v, %v; want ErrMalformedReply", src, r, err)
+			if !errors.Is(err, redislimit.ErrMalformedReply) {
+				t.Errorf("write returning %q: Allow = %+v, %v; want ErrMalformedReply", alg.ret, r, err)
 			}
 			if !cmp.Equal(r, redislimit.Result{}) {
-				t.Errorf("script %q: Result %+v alongside an error", src, r)
+				t.Errorf("write returning %q: Result %+v alongside an error", alg.ret, r)
 			}
 			if err != nil && strings.Count(err.Error(), "redislimit:") != 1 {
-				t.Errorf("script %q: error text %q, want the package prefix once", src, err)
+				t.Errorf("write returning %q: error text %q, want the package prefix once", alg.ret, err)
 			}
 		}
 		// A script error is passed on as an error.
-		lim, _ := redislimit.New(c, badAlg{name: "bad", limit: 5, src: `return redis.error_reply('boom')`})
+		lim, _ := redislimit.New(c, badAlg{name: "bad", limit: 5, allowed: "error('boom')", ret: "0, 0, 0"})
 		if _, err := lim.Allow(context.Background(), "k"); err == nil || errors.Is(err, redislimit.ErrMalformedReply) {
 			t.Errorf("script error: %v, want the Redis error", err)
 		}

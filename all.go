@@ -3,27 +3,14 @@ package redislimit
 import (
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
-	"github.com/redis/go-redis/v9"
+	"github.com/redislimit/redislimit/internal/luascript"
 )
 
-// Composable is an [Algorithm] whose decision is a Lua body, so that it can
-// take part in [All] as well as run alone. The package's own algorithms
-// implement it. The package documentation ("Writing an algorithm") states
-// the body's contract.
-type Composable interface {
-	Algorithm
-	// Body returns the Lua source of the algorithm's decision: a chunk
-	// that defines a local function decide, as the package documentation
-	// states. A Limiter assembles the script it runs from it; Script may
-	// then return nil.
-	Body() string
-}
-
-// maxParts is the most algorithms one [All] may combine.
-const maxParts = 8
+// MaxParts is the most algorithms one [All] may combine, which keeps its
+// script within Lua's limit of 200 local variables.
+const MaxParts = 8
 
 // All returns an [Algorithm] that admits a call only when every one of
 // algs admits it, and then consumes it from every one of them; a call that
@@ -56,9 +43,9 @@ const maxParts = 8
 // hashes K.) An All nested in algs is flattened into
 // its parts.
 //
-// Every part must implement [Composable]; [New] refuses a part that does
-// not, a nil part, or more than 8 parts, with an error wrapping
-// [ErrInvalidConfig], and All of no algorithms likewise. With [NewLocal]
+// [New] refuses a nil part, a part with no body, an invalid part, more
+// than [MaxParts] parts, and All of no algorithms, with an error wrapping
+// [ErrInvalidConfig]. With [NewLocal]
 // or [FailLocal], every part must implement [LocalAlgorithm], and the
 // parts decide in process memory as they would in Redis.
 func All(algs ...Algorithm) Algorithm {
@@ -66,7 +53,7 @@ func All(algs ...Algorithm) Algorithm {
 	for i, p := range algs {
 		switch {
 		case isNil(p):
-			a.err = fmt.Errorf("%w: all: part %d: %w", ErrInvalidConfig, i, ErrNilAlgorithm)
+			a.err = fmt.Errorf("%w: All: part %d: %w", ErrInvalidConfig, i, ErrNilAlgorithm)
 		default:
 			if inner, ok := p.(allOf); ok {
 				if inner.err != nil {
@@ -81,9 +68,9 @@ func All(algs ...Algorithm) Algorithm {
 	switch {
 	case a.err != nil:
 	case len(a.parts) == 0:
-		a.err = fmt.Errorf("%w: all: no algorithms", ErrInvalidConfig)
-	case len(a.parts) > maxParts:
-		a.err = fmt.Errorf("%w: all: %d parts, want at most %d", ErrInvalidConfig, len(a.parts), maxParts)
+		a.err = fmt.Errorf("%w: All of no algorithms", ErrInvalidConfig)
+	case len(a.parts) > MaxParts:
+		a.err = fmt.Errorf("%w: All of %d parts, want at most %d", ErrInvalidConfig, len(a.parts), MaxParts)
 	}
 	if a.err != nil {
 		return a
@@ -91,40 +78,28 @@ func All(algs ...Algorithm) Algorithm {
 	bodies := make([]string, len(a.parts))
 	argc := make([]int, len(a.parts))
 	for i, p := range a.parts {
-		name := p.Name()
-		c, ok := p.(Composable)
-		switch {
-		case !ok || c.Body() == "":
-			a.err = fmt.Errorf("%w: all: part %d (%s) has no Lua body (does not implement Composable)", ErrInvalidConfig, i, name)
-		case name == "" || strings.ContainsAny(name, "{}"):
-			a.err = fmt.Errorf("%w: all: part %d: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, i, name)
-		case p.Limit() < 1:
-			a.err = fmt.Errorf("%w: all: part %d (%s) has capacity %d, want at least 1", ErrInvalidConfig, i, name, p.Limit())
-		}
-		if a.err != nil {
-			return a
-		}
-		pa, err := p.Args()
+		pa, err := checkAlgorithm(p)
 		if err != nil {
-			a.err = fmt.Errorf("all: part %d: %w", i, err)
+			a.err = fmt.Errorf("All: part %d: %w", i, err)
 			return a
 		}
-		bodies[i], argc[i] = c.Body(), len(pa)
+		bodies[i], argc[i] = p.Body(), len(pa)
 		a.args = append(a.args, pa...)
 	}
-	a.script = redis.NewScript(assemble(bodies, argc))
+	a.src = luascript.Assemble(bodies, argc)
 	return a
 }
 
 // allOf is the Algorithm that All returns.
 type allOf struct {
-	parts  []Algorithm
-	args   []any // the parts' arguments, one after another
-	script *redis.Script
-	err    error // why the parts cannot be combined
+	parts []Algorithm
+	args  []any  // the parts' arguments, one after another
+	src   string // the script
+	err   error  // why the parts cannot be combined
 }
 
-func (allOf) Name() string { return "all" }
+func (allOf) Name() string  { return "all" }
+func (allOf) title() string { return "All" }
 
 // Limit returns the smallest capacity of the parts.
 func (a allOf) Limit() int {
@@ -138,11 +113,25 @@ func (a allOf) Limit() int {
 	return m
 }
 
-func (a allOf) Script() *redis.Script { return a.script }
-
 // Args returns the parts' arguments, one after another: the script's
 // ARGV[4] onwards. All reads them once, when it is called.
 func (a allOf) Args() ([]any, error) { return a.args, a.err }
+
+// Body returns "": All's script is assembled from its parts' bodies
+// (script), and All takes part in another All by being flattened.
+func (allOf) Body() string { return "" }
+
+// Window returns the longest of the parts' windows.
+func (a allOf) Window() time.Duration {
+	var w time.Duration
+	for _, q := range quotasOf(a) {
+		w = max(w, q.Window)
+	}
+	return w
+}
+
+// script returns the source of the script that All assembled.
+func (a allOf) script() string { return a.src }
 
 // keyNames returns the names of the parts' keys, in order: "all:" + i +
 // ":" + the part's name.
@@ -182,7 +171,7 @@ func (a allOf) NewLocalState(instances int) LocalState {
 func (a allOf) localParts() error {
 	for i, p := range a.parts {
 		if _, ok := p.(LocalAlgorithm); !ok {
-			return fmt.Errorf("%w: all: part %d (%s) cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, i, p.Name())
+			return fmt.Errorf("%w: All: part %d (%s) cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, i, titleOf(p))
 		}
 	}
 	return nil
@@ -243,79 +232,6 @@ func merge(parts []Result) Result {
 	return r
 }
 
-// prelude opens every assembled script: it reads the time, the cost and
-// the mode, and sets the TTL margin for the bodies.
-var prelude = `local now = ARGV[1]
-if now == '' then
-  local t = redis.call('TIME')
-  now = t[1] * 1000000 + t[2]
-else
-  now = tonumber(now)
-end
-local n = ARGV[2] + 0
-local consume = ARGV[3] == '1'
--- ttl_margin is how many ms past the moment its state stops mattering a
--- key must live: Redis can count a relative TTL set in a script from the
--- script's start, in whole ms, so a key would otherwise expire while its
--- state still counts.
-local ttl_margin = ` + strconv.FormatInt(ttlMargin.Milliseconds(), 10) + `
-`
-
 // ttlMargin is how long past the moment its state stops mattering a key
 // lives: the TTL that every script sets is that long more.
-const ttlMargin = time.Second
-
-// maxState is the most values a body's decide may return after write.
-const maxState = 10
-
-// assemble returns the source of the script that runs bodies, one per
-// part, where argc[i] is how many arguments body i takes, replying with
-// four integers per part, in order: for one algorithm, the four of the
-// script contract. The arguments of the parts
-// follow each other from ARGV[4]. Each distinct body is defined once, in
-// a block of its own, and the parts run as plain calls to decide and
-// write: a decision makes no closure but the bodies' own functions.
-func assemble(bodies []string, argc []int) string {
-	var b strings.Builder
-	b.WriteString(prelude)
-	index := map[string]int{}
-	order := make([]int, len(bodies))
-	for p, body := range bodies {
-		i, ok := index[body]
-		if !ok {
-			i = len(index) + 1
-			index[body] = i
-			fmt.Fprintf(&b, "local decide%d\ndo\n%s\ndecide%d = decide\nend\n", i, body, i)
-		}
-		order[p] = i
-	}
-	at := 4
-	var allowed, reply []string
-	for p := range bodies {
-		k := p + 1
-		state := make([]string, maxState)
-		for i := range state {
-			state[i] = fmt.Sprintf("s%d_%d", k, i+1)
-		}
-		args := make([]string, argc[p])
-		for i := range args {
-			args[i] = fmt.Sprintf("ARGV[%d]", at+i)
-		}
-		at += argc[p]
-		fmt.Fprintf(&b, "local a%d, w%d, %s = decide%d(%s)\n", k, k, strings.Join(state, ", "), order[p],
-			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, args...), ", "))
-		allowed = append(allowed, fmt.Sprintf("a%d", k))
-		reply = append(reply, fmt.Sprintf("a%d and 1 or 0, r%d, t%d, e%d", k, k, k, k))
-	}
-	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))
-	for p := range bodies {
-		k := p + 1
-		state := make([]string, maxState)
-		for i := range state {
-			state[i] = fmt.Sprintf("s%d_%d", k, i+1)
-		}
-		fmt.Fprintf(&b, "local r%d, t%d, e%d = w%d(ok, KEYS[%d], now, n, %s)\n", k, k, k, k, k, strings.Join(state, ", "))
-	}
-	fmt.Fprintf(&b, "return {%s}\n", strings.Join(reply, ", "))
-	return b.String()
-}
+const ttlMargin = luascript.TTLMargin

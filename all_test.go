@@ -267,17 +267,18 @@ func TestAllExactUnderLoad(t *testing.T) {
 	})
 }
 
-// noBody is an algorithm with a script of its own but no Lua body.
+// noBody is an algorithm whose Body is empty.
 type noBody struct{ redislimit.Algorithm }
 
-// bodyOnly is a composable algorithm that cannot decide in process.
-type bodyOnly struct{ alg redislimit.Composable }
+func (noBody) Body() string { return "" }
 
-func (a bodyOnly) Name() string          { return "bodyonly" }
-func (a bodyOnly) Limit() int            { return a.alg.Limit() }
-func (a bodyOnly) Script() *redis.Script { return nil }
-func (a bodyOnly) Args() ([]any, error)  { return a.alg.Args() }
-func (a bodyOnly) Body() string          { return a.alg.Body() }
+// bodyOnly is an algorithm that cannot decide in process.
+type bodyOnly struct{ alg redislimit.Algorithm }
+
+func (a bodyOnly) Name() string         { return "bodyonly" }
+func (a bodyOnly) Limit() int           { return a.alg.Limit() }
+func (a bodyOnly) Args() ([]any, error) { return a.alg.Args() }
+func (a bodyOnly) Body() string         { return a.alg.Body() }
 
 func TestAllValidates(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
@@ -319,7 +320,7 @@ func TestAllValidates(t *testing.T) {
 	}
 	// A part that cannot decide in process: fine with Redis alone, refused
 	// for NewLocal and FailLocal.
-	custom := redislimit.All(fw, bodyOnly{redislimit.TokenBucket(1, time.Second, 3).(redislimit.Composable)})
+	custom := redislimit.All(fw, bodyOnly{redislimit.TokenBucket(1, time.Second, 3)})
 	if _, err := redislimit.New(c, custom); err != nil {
 		t.Errorf("New(All with a body-only part): %v", err)
 	}

@@ -65,7 +65,7 @@ func ExampleLimiter_AllowN() {
 	// Output:
 	// true 5
 	// false 5
-	// redislimit: cost exceeds the limit
+	// redislimit: TokenBucket: cost exceeds the limit: a cost of 25 against a limit of 20
 }
 
 func ExampleLimiter_Peek() {
@@ -113,10 +113,10 @@ func ExampleWithClock() {
 }
 
 // dailyQuota is an Algorithm defined outside the package: at most limit
-// units per UTC calendar day. It is Composable: its decision is a Lua body,
-// from which the Limiter assembles its script, so it can also be a part of
-// All. The Limiter gives it validation, key layout, the time source and
-// reply checking.
+// units per UTC calendar day. Its decision is a Lua body, from which the
+// Limiter assembles its script, alone or as a part of All. The Limiter
+// gives it validation, key layout, the time source, reply checking and
+// every other feature.
 type dailyQuota struct{ limit int }
 
 // dailyQuotaBody decides in decide, which writes nothing, and returns
@@ -154,7 +154,7 @@ end
 
 func (dailyQuota) Name() string          { return "daily" }
 func (q dailyQuota) Limit() int          { return q.limit }
-func (dailyQuota) Script() *redis.Script { return nil } // assembled from Body
+func (dailyQuota) Window() time.Duration { return 24 * time.Hour } // for Limiter.Quotas
 func (dailyQuota) Body() string          { return dailyQuotaBody }
 func (q dailyQuota) Args() ([]any, error) {
 	if q.limit < 1 {
@@ -178,11 +178,31 @@ func Example_customAlgorithm() {
 	res, _ = lim.AllowN(ctx, "customer-9", 20)
 	fmt.Println(res.Allowed, res.Remaining, res.RetryAfter)
 
+	fmt.Println(lim.Quotas())
+
+	// The same body is a part of All, next to the package's own
+	// algorithms: 5 a second and 8 a day, in one script.
+	both, err := redislimit.New(rdb, redislimit.All(
+		redislimit.TokenBucket(5, time.Second, 5),
+		dailyQuota{limit: 8},
+	), redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	res, _ = both.AllowN(ctx, "customer-7", 5)
+	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining)
+	now = now.Add(time.Second)
+	res, _ = both.AllowN(ctx, "customer-7", 4)
+	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining, res.RetryAfter)
+
 	_, err = redislimit.New(rdb, dailyQuota{limit: 0})
 	fmt.Println(err)
 	// Output:
 	// true 10 6h0m0s
 	// false 10 6h0m0s
+	// [{1000 24h0m0s}]
+	// true 0 3
+	// false 5 3 5h59m59s
 	// redislimit: invalid configuration: daily quota must be at least 1
 }
 
@@ -277,44 +297,6 @@ func ExampleAll() {
 	// true 1 0
 	// false true false 59m59s
 }
-
-func ExampleComposable() {
-	rdb, done := newRedis()
-	defer done()
-	ctx := context.Background()
-
-	// dailyQuota (see Example_customAlgorithm) has a Lua body, so it can
-	// be a part of All next to the package's own algorithms.
-	now := time.Date(2026, 5, 1, 18, 0, 0, 0, time.UTC)
-	lim, err := redislimit.New(rdb, redislimit.All(
-		redislimit.TokenBucket(5, time.Second, 5),
-		dailyQuota{limit: 8},
-	), redislimit.WithClock(func() time.Time { return now }))
-	if err != nil {
-		panic(err)
-	}
-	res, _ := lim.AllowN(ctx, "customer-9", 5)
-	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining)
-	now = now.Add(time.Second)
-	res, _ = lim.AllowN(ctx, "customer-9", 4)
-	fmt.Println(res.Allowed, res.Parts[0].Remaining, res.Parts[1].Remaining, res.RetryAfter)
-
-	// An algorithm without a body cannot be a part.
-	_, err = redislimit.New(rdb, redislimit.All(redislimit.TokenBucket(5, time.Second, 5), scriptOnly{}))
-	fmt.Println(errors.Is(err, redislimit.ErrInvalidConfig))
-	// Output:
-	// true 0 3
-	// false 5 3 5h59m59s
-	// true
-}
-
-// scriptOnly is an Algorithm with a whole script and no body.
-type scriptOnly struct{}
-
-func (scriptOnly) Name() string          { return "scriptonly" }
-func (scriptOnly) Limit() int            { return 1 }
-func (scriptOnly) Script() *redis.Script { return redis.NewScript("return {1, 0, 0, 0}") }
-func (scriptOnly) Args() ([]any, error)  { return nil, nil }
 
 func ExampleSlidingWindow() {
 	rdb, done := newRedis()

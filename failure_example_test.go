@@ -84,6 +84,6 @@ func ExampleWithOnError() {
 	res, err := lim.Allow(context.Background(), "203.0.113.7")
 	fmt.Println(res.Allowed, res.Degraded, err)
 	// Output:
-	// level=WARN msg="rate limiter degraded" err="redislimit: sl: LOADING Redis is loading the dataset in memory"
+	// level=WARN msg="rate limiter degraded" err="redislimit: SlidingLog: LOADING Redis is loading the dataset in memory"
 	// true true <nil>
 }

@@ -70,7 +70,7 @@ func TestNewValidatesFailureOptions(t *testing.T) {
 	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
 	defer c.Close()
 	fw := redislimit.FixedWindow(5, time.Minute)
-	custom := badAlg{name: "custom", limit: 5, src: "return {1, 4, 0, 0}"}
+	custom := badAlg{name: "custom", limit: 5, ret: "4, 0, 0"}
 	tests := []struct {
 		name  string
 		local bool

@@ -3,14 +3,10 @@ package redislimit
 import (
 	_ "embed"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed scripts/fixedwindow.lua
 var fixedWindowLua string
-
-var fixedWindowScript = redis.NewScript(assemble([]string{fixedWindowLua}, []int{2}))
 
 // FixedWindow returns an [Algorithm] that admits at most limit units per
 // window. A key's window opens at the first call it admits and closes window
@@ -31,17 +27,17 @@ type fixedWindow struct {
 	window time.Duration
 }
 
-func (fixedWindow) Name() string          { return "fw" }
-func (a fixedWindow) Limit() int          { return a.limit }
-func (fixedWindow) Script() *redis.Script { return fixedWindowScript }
-func (a fixedWindow) span() time.Duration { return a.window }
-func (fixedWindow) Body() string          { return fixedWindowLua }
+func (fixedWindow) Name() string            { return "fw" }
+func (fixedWindow) title() string           { return "FixedWindow" }
+func (a fixedWindow) Limit() int            { return a.limit }
+func (a fixedWindow) Window() time.Duration { return a.window }
+func (fixedWindow) Body() string            { return fixedWindowLua }
 
 func (a fixedWindow) Args() ([]any, error) {
-	if err := checkUnits("fixed window", "limit", a.limit, maxUnits); err != nil {
+	if err := checkUnits("FixedWindow", "limit", a.limit, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("fixed window", "window", a.window); err != nil {
+	if err := checkSpan("FixedWindow", "window", a.window); err != nil {
 		return nil, err
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil

@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/redislimit/redislimit/internal/luascript"
 )
 
 // Errors returned for bad input. Each is returned before anything is sent
@@ -68,9 +69,11 @@ const (
 type Limiter struct {
 	client    redis.Scripter // nil for NewLocal
 	prog      *program
-	name      string
-	limit     int   // the largest cost: the capacity, or localLimit for NewLocal
-	args      []any // ARGV[4:], fixed at New
+	name      string // the algorithm's Name, in keys
+	title     string // the algorithm as errors name it
+	optErr    error  // an option's own complaint
+	limit     int    // the largest cost: the capacity, or localLimit for NewLocal
+	args      []any  // ARGV[4:], fixed at New
 	prefix    string
 	keyPrefix string           // prefix + name + ":{"
 	partKeys  []string         // for All: each part's prefix + "all:" + i + ":" + name + ":{"
@@ -132,20 +135,20 @@ func New(client redis.Scripter, alg Algorithm, opts ...Option) (*Limiter, error)
 
 // build makes a Limiter on client, or an in-process one when client is nil.
 func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error) {
-	if isNil(alg) {
-		return nil, ErrNilAlgorithm
-	}
-	args, err := alg.Args()
+	args, err := checkAlgorithm(alg)
 	if err != nil {
 		return nil, err
 	}
-	script := alg.Script()
-	if c, ok := alg.(Composable); ok && script == nil && c.Body() != "" {
-		script = redis.NewScript(assemble([]string{c.Body()}, []int{len(args)}))
+	src := ""
+	if a, ok := alg.(allOf); ok {
+		src = a.script()
+	} else {
+		src = luascript.Assemble([]string{alg.Body()}, []int{len(args)})
 	}
 	l := &Limiter{
 		client:    client,
 		name:      alg.Name(),
+		title:     titleOf(alg),
 		limit:     alg.Limit(),
 		args:      args,
 		prefix:    DefaultPrefix,
@@ -160,12 +163,8 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		}
 	}
 	switch {
-	case l.name == "" || strings.ContainsAny(l.name, "{}"):
-		return nil, fmt.Errorf("%w: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, l.name)
-	case l.limit < 1:
-		return nil, fmt.Errorf("%w: algorithm %s has capacity %d, want at least 1", ErrInvalidConfig, l.name, l.limit)
-	case script == nil && client != nil:
-		return nil, fmt.Errorf("%w: algorithm %s has no script", ErrInvalidConfig, l.name)
+	case l.optErr != nil:
+		return nil, l.optErr
 	case strings.ContainsAny(l.prefix, "{}"):
 		return nil, fmt.Errorf("%w: prefix %q holds '{' or '}'", ErrInvalidConfig, l.prefix)
 	case l.policy < FailError || l.policy > FailLocal:
@@ -196,7 +195,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		}
 		la, ok := alg.(LocalAlgorithm)
 		if !ok {
-			return nil, fmt.Errorf("%w: algorithm %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.name)
+			return nil, fmt.Errorf("%w: %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.title)
 		}
 		l.local = newLocalStore(la, l.instances)
 		l.localLimit = int(localUnits(l.limit, l.instances))
@@ -211,7 +210,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 			l.quotas[i].Limit = int(localUnits(l.quotas[i].Limit, l.instances))
 		}
 	} else {
-		l.prog = newProgram(script)
+		l.prog = newProgram(redis.NewScript(src))
 		l.inline = honoursDeadlines(client)
 		l.transport = sharedTransport(client, l.maxBatch)
 		if l.denyKeys > 0 {
@@ -269,6 +268,9 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Result, error) {
 // Reset deletes key's state, giving it full capacity again. Resetting a key
 // with no state is not an error.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
+	if err := l.built(); err != nil {
+		return err
+	}
 	if err := checkKey(key); err != nil {
 		return err
 	}
@@ -324,7 +326,7 @@ func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (
 		return Result{}, ErrInvalidCost, nil, fromNowhere
 	}
 	if n > l.limit {
-		return Result{}, ErrCostExceedsLimit, nil, fromNowhere
+		return Result{}, l.costError(n), nil, fromNowhere
 	}
 	if err := ctx.Err(); err != nil {
 		return Result{}, l.wrap(err), nil, fromNowhere
@@ -449,6 +451,9 @@ func (l *Limiter) degraded(open bool) Result {
 // takes at most the limiter's timeout ([WithTimeout]) in all. An empty
 // keys returns no results and no error.
 func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error) {
+	if err := l.built(); err != nil {
+		return nil, err
+	}
 	for _, k := range keys {
 		if err := checkKey(k); err != nil {
 			return nil, err
@@ -621,11 +626,32 @@ func (l *Limiter) tag(key string) string {
 	return string(hx[:])
 }
 
-// wrap names the algorithm in err, which it wraps: "redislimit: fw: " and
+// costError returns the error for a cost n above the limit, or for any
+// cost on a Limiter that New did not build.
+func (l *Limiter) costError(n int) error {
+	if l.limit == 0 {
+		return errNotBuilt
+	}
+	return l.wrap(fmt.Errorf("%w: a cost of %d against a limit of %d", ErrCostExceedsLimit, n, l.limit))
+}
+
+// errNotBuilt is returned by the methods of a Limiter that [New] or
+// [NewLocal] did not build, such as the zero Limiter.
+var errNotBuilt = fmt.Errorf("%w: a Limiter must be built with New or NewLocal", ErrInvalidConfig)
+
+// built returns errNotBuilt for a Limiter that New did not build.
+func (l *Limiter) built() error {
+	if l.limit == 0 {
+		return errNotBuilt
+	}
+	return nil
+}
+
+// wrap names the algorithm in err, which it wraps: "redislimit: FixedWindow: " and
 // err's text, without repeating the package prefix that the package's own
 // errors carry.
 func (l *Limiter) wrap(err error) error {
-	return &algError{name: l.name, err: err}
+	return &algError{name: l.title, err: err}
 }
 
 // algError is an error from one algorithm's limiter.
@@ -677,6 +703,9 @@ func (l *Limiter) Wait(ctx context.Context, key string) error {
 // a tenth of it at random, which spreads their calls. Sleeps are in real
 // time.
 func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
+	if err := l.built(); err != nil {
+		return err
+	}
 	release, err := l.turns.acquire(ctx, key)
 	if err != nil {
 		return l.wrap(err)
@@ -703,7 +732,7 @@ func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
 		wait := max(r.RetryAfter, time.Millisecond)
 		wait += time.Duration(rand.Int64N(int64(wait)/10 + 1))
 		if d, ok := ctx.Deadline(); ok && time.Until(d) < r.RetryAfter {
-			return fmt.Errorf("redislimit: %s: wait of %v for a cost of %d would pass the context's deadline: %w", l.name, r.RetryAfter, n, context.DeadlineExceeded)
+			return fmt.Errorf("redislimit: %s: wait of %v for a cost of %d would pass the context's deadline: %w", l.title, r.RetryAfter, n, context.DeadlineExceeded)
 		}
 		if timer == nil {
 			timer = time.NewTimer(wait)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/hmac"
 	"crypto/sha256"
+	"fmt"
 	"sync"
 	"time"
 )
@@ -47,10 +48,15 @@ func WithClock(now func() time.Time) Option {
 // the limits, keys spread evenly over slots and take 32 bytes whatever
 // their length. It costs about 0.3µs and two allocations per call. Keys
 // and limits written with and without it are distinct. By default keys are
-// stored as they are.
+// stored as they are. An empty secret makes [New] return an error
+// wrapping [ErrInvalidConfig].
 func WithHashedKeys(secret []byte) Option {
 	s := bytes.Clone(secret)
 	return func(l *Limiter) {
+		if len(s) == 0 {
+			l.optErr = fmt.Errorf("%w: WithHashedKeys with an empty secret", ErrInvalidConfig)
+			return
+		}
 		l.hashes = &sync.Pool{New: func() any { return hmac.New(sha256.New, s) }}
 	}
 }

@@ -3,14 +3,10 @@ package redislimit
 import (
 	_ "embed"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed scripts/slidinglog.lua
 var slidingLogLua string
-
-var slidingLogScript = redis.NewScript(assemble([]string{slidingLogLua}, []int{2}))
 
 // maxLogUnits bounds a sliding log's limit: the log keeps one entry per
 // admitted unit (about 100 bytes each in Redis).
@@ -34,17 +30,17 @@ type slidingLog struct {
 	window time.Duration
 }
 
-func (slidingLog) Name() string          { return "sl" }
-func (a slidingLog) Limit() int          { return a.limit }
-func (slidingLog) Script() *redis.Script { return slidingLogScript }
-func (a slidingLog) span() time.Duration { return a.window }
-func (slidingLog) Body() string          { return slidingLogLua }
+func (slidingLog) Name() string            { return "sl" }
+func (slidingLog) title() string           { return "SlidingLog" }
+func (a slidingLog) Limit() int            { return a.limit }
+func (a slidingLog) Window() time.Duration { return a.window }
+func (slidingLog) Body() string            { return slidingLogLua }
 
 func (a slidingLog) Args() ([]any, error) {
-	if err := checkUnits("sliding log", "limit", a.limit, maxLogUnits); err != nil {
+	if err := checkUnits("SlidingLog", "limit", a.limit, maxLogUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("sliding log", "window", a.window); err != nil {
+	if err := checkSpan("SlidingLog", "window", a.window); err != nil {
 		return nil, err
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil

@@ -5,14 +5,10 @@ import (
 	"fmt"
 	"math"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed scripts/slidingwindow.lua
 var slidingWindowLua string
-
-var slidingWindowScript = redis.NewScript(assemble([]string{slidingWindowLua}, []int{2}))
 
 // maxWindowUnits bounds a sliding window's limit. The estimate weighs the
 // previous window's count in double-precision arithmetic: with counts up
@@ -56,17 +52,17 @@ type slidingWindow struct {
 	window time.Duration
 }
 
-func (slidingWindow) Name() string          { return "sw" }
-func (a slidingWindow) Limit() int          { return a.limit }
-func (slidingWindow) Script() *redis.Script { return slidingWindowScript }
-func (a slidingWindow) span() time.Duration { return a.window }
-func (slidingWindow) Body() string          { return slidingWindowLua }
+func (slidingWindow) Name() string            { return "sw" }
+func (slidingWindow) title() string           { return "SlidingWindow" }
+func (a slidingWindow) Limit() int            { return a.limit }
+func (a slidingWindow) Window() time.Duration { return a.window }
+func (slidingWindow) Body() string            { return slidingWindowLua }
 
 func (a slidingWindow) Args() ([]any, error) {
-	if err := checkUnits("sliding window", "limit", a.limit, maxWindowUnits); err != nil {
+	if err := checkUnits("SlidingWindow", "limit", a.limit, maxWindowUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("sliding window", "window", a.window); err != nil {
+	if err := checkSpan("SlidingWindow", "window", a.window); err != nil {
 		return nil, err
 	}
 	if a.window > MaxWindow/2 {

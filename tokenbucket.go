@@ -4,14 +4,10 @@ import (
 	_ "embed"
 	"fmt"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 //go:embed scripts/tokenbucket.lua
 var tokenBucketLua string
-
-var tokenBucketScript = redis.NewScript(assemble([]string{tokenBucketLua}, []int{2}))
 
 // TokenBucket returns an [Algorithm] with a bucket of burst tokens per key
 // that starts full and refills continuously at rate tokens every per, never
@@ -34,22 +30,22 @@ type tokenBucket struct {
 	burst int
 }
 
-func (tokenBucket) Name() string          { return "tb" }
-func (a tokenBucket) Limit() int          { return a.burst }
-func (tokenBucket) Script() *redis.Script { return tokenBucketScript }
-func (a tokenBucket) span() time.Duration {
+func (tokenBucket) Name() string  { return "tb" }
+func (tokenBucket) title() string { return "TokenBucket" }
+func (a tokenBucket) Limit() int  { return a.burst }
+func (a tokenBucket) Window() time.Duration {
 	return time.Duration(a.interval()*int64(a.burst)) * time.Microsecond
 }
 func (tokenBucket) Body() string { return tokenBucketLua }
 
 func (a tokenBucket) Args() ([]any, error) {
-	if err := checkUnits("token bucket", "rate", a.rate, maxUnits); err != nil {
+	if err := checkUnits("TokenBucket", "rate", a.rate, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkUnits("token bucket", "burst", a.burst, maxUnits); err != nil {
+	if err := checkUnits("TokenBucket", "burst", a.burst, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("token bucket", "per", a.per); err != nil {
+	if err := checkSpan("TokenBucket", "per", a.per); err != nil {
 		return nil, err
 	}
 	interval := a.interval()

@@ -1,0 +1,90 @@
+// Package luascript assembles the Lua script that a Limiter runs from
+// algorithms' bodies. The root package and the benchmarks share it, so
+// that both run the same source.
+package luascript
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// TTLMargin is how long past the moment its state stops mattering a key
+// lives: the TTL that every body sets is that long more.
+const TTLMargin = time.Second
+
+// MaxState is the most values a body's decide may return after write.
+const MaxState = 10
+
+// prelude opens every assembled script: it reads the time, the cost and
+// the mode, and sets the TTL margin for the bodies.
+var prelude = `local now = ARGV[1]
+if now == '' then
+  local t = redis.call('TIME')
+  now = t[1] * 1000000 + t[2]
+else
+  now = tonumber(now)
+end
+local n = ARGV[2] + 0
+local consume = ARGV[3] == '1'
+-- ttl_margin is how many ms past the moment its state stops mattering a
+-- key must live: Redis can count a relative TTL set in a script from the
+-- script's start, in whole ms, so a key would otherwise expire while its
+-- state still counts.
+local ttl_margin = ` + strconv.FormatInt(TTLMargin.Milliseconds(), 10) + `
+`
+
+// Assemble returns the source of the script that runs bodies, one per
+// part (KEYS[i] for body i), where argc[i] is how many arguments body i
+// takes. The script reads ARGV[1] (now in µs, or "" for Redis TIME),
+// ARGV[2] (the cost) and ARGV[3] ("1" to consume), and the parts'
+// arguments follow each other from ARGV[4]. It replies with four integers
+// per part, in order. Each distinct body is defined once, in a block of
+// its own, and the parts run as plain calls to decide and write: a
+// decision makes no closure but the bodies' own functions.
+func Assemble(bodies []string, argc []int) string {
+	var b strings.Builder
+	b.WriteString(prelude)
+	index := map[string]int{}
+	order := make([]int, len(bodies))
+	for p, body := range bodies {
+		i, ok := index[body]
+		if !ok {
+			i = len(index) + 1
+			index[body] = i
+			fmt.Fprintf(&b, "local decide%d\ndo\n%s\ndecide%d = decide\nend\n", i, body, i)
+		}
+		order[p] = i
+	}
+	at := 4
+	var allowed, reply []string
+	for p := range bodies {
+		k := p + 1
+		args := make([]string, argc[p])
+		for i := range args {
+			args[i] = fmt.Sprintf("ARGV[%d]", at+i)
+		}
+		at += argc[p]
+		fmt.Fprintf(&b, "local a%d, w%d, %s = decide%d(%s)\n", k, k, state(k), order[p],
+			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, args...), ", "))
+		allowed = append(allowed, fmt.Sprintf("a%d", k))
+		reply = append(reply, fmt.Sprintf("a%d and 1 or 0, r%d, t%d, e%d", k, k, k, k))
+	}
+	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))
+	for p := range bodies {
+		k := p + 1
+		fmt.Fprintf(&b, "local r%d, t%d, e%d = w%d(ok, KEYS[%d], now, n, %s)\n", k, k, k, k, k, state(k))
+	}
+	fmt.Fprintf(&b, "return {%s}\n", strings.Join(reply, ", "))
+	return b.String()
+}
+
+// state returns the names of part k's state values, joined.
+func state(k int) string {
+	s := make([]string, MaxState)
+	for i := range s {
+		s[i] = fmt.Sprintf("s%d_%d", k, i+1)
+	}
+	return strings.Join(s, ", ")
+}
