@@ -49,8 +49,9 @@ func (p FailurePolicy) String() string {
 	return fmt.Sprintf("FailurePolicy(%d)", int(p))
 }
 
-// Errors about Redis being unavailable, wrapped with the algorithm's name;
-// match them with [errors.Is].
+// Errors that come from Redis or its reply, wrapped with the algorithm's
+// name; match them with [errors.Is]. Any other error from Redis (a
+// connection refused, an error reply) is returned wrapped the same way.
 var (
 	// ErrTimeout is returned, wrapping the underlying error if there is one,
 	// when Redis did not answer a call within the limiter's timeout
@@ -60,6 +61,10 @@ var (
 	// its circuit breaker is open after consecutive failures, or too many
 	// timed-out calls are still waiting for Redis to answer.
 	ErrCircuitOpen = errors.New("redislimit: circuit open, redis not called")
+	// ErrMalformedReply is returned, wrapped with a description, when a
+	// script's reply breaks the contract of [Algorithm.Body]: Redis
+	// answered, but not with a decision.
+	ErrMalformedReply = errors.New("redislimit: malformed script reply")
 )
 
 const (

@@ -30,7 +30,10 @@ var (
 	// ErrInvalidConfig is returned by [New], wrapped with a description,
 	// when an algorithm's parameters or an [Option] are out of range: a
 	// limit, rate or burst below 1, a window or period under a millisecond
-	// or over [MaxWindow], and the like.
+	// or over [MaxWindow], and the like. It is the module's one sentinel
+	// for configuration errors, returned at construction: [NewCache] and
+	// package httplimit wrap it too. A Limiter that New did not build (the
+	// zero Limiter) returns it from every method.
 	ErrInvalidConfig = errors.New("redislimit: invalid configuration")
 	// ErrEmptyKey is returned when the key is "".
 	ErrEmptyKey = errors.New("redislimit: empty key")
@@ -38,14 +41,10 @@ var (
 	ErrKeyTooLong = errors.New("redislimit: key too long")
 	// ErrInvalidCost is returned by [Limiter.AllowN] when n < 1.
 	ErrInvalidCost = errors.New("redislimit: cost must be at least 1")
-	// ErrCostExceedsLimit is returned by [Limiter.AllowN] when n is above the
-	// algorithm's capacity ([Result.Limit]), so that the call could never be
-	// allowed.
+	// ErrCostExceedsLimit is returned by [Limiter.AllowN], wrapped with the
+	// cost and the limit, when n is above the algorithm's capacity
+	// ([Result.Limit]), so that the call could never be allowed.
 	ErrCostExceedsLimit = errors.New("redislimit: cost exceeds the limit")
-	// ErrMalformedReply is returned, wrapped with a description, when a
-	// script's reply does not follow the script contract described in the
-	// package documentation.
-	ErrMalformedReply = errors.New("redislimit: malformed script reply")
 )
 
 const (

@@ -294,3 +294,71 @@ func TestWaitRedisDown(t *testing.T) {
 		})
 	}
 }
+
+// A Limiter that New did not build says so from every method, instead of
+// deciding or panicking.
+func TestZeroLimiter(t *testing.T) {
+	ctx := context.Background()
+	var l redislimit.Limiter
+	check := func(what string, err error) {
+		t.Helper()
+		if !errors.Is(err, redislimit.ErrInvalidConfig) || !strings.Contains(err.Error(), "New") {
+			t.Errorf("%s on the zero Limiter: %v, want ErrInvalidConfig saying it was not built with New", what, err)
+		}
+	}
+	_, err := l.Allow(ctx, "k")
+	check("Allow", err)
+	_, err = l.AllowN(ctx, "k", 3)
+	check("AllowN", err)
+	_, err = l.Peek(ctx, "k")
+	check("Peek", err)
+	check("Reset", l.Reset(ctx, "k"))
+	_, err = l.AllowMany(ctx, []string{"k"})
+	check("AllowMany", err)
+	check("Wait", l.Wait(ctx, "k"))
+	if q := l.Quotas(); len(q) != 0 {
+		t.Errorf("Quotas of the zero Limiter = %v, want none", q)
+	}
+}
+
+// Errors name the algorithm as its constructor does and carry the values
+// that made them.
+func TestErrorsNameTheAlgorithmAndValues(t *testing.T) {
+	c := redis.NewClient(&redis.Options{Addr: "127.0.0.1:1"})
+	defer c.Close()
+	lim, err := redislimit.New(c, redislimit.TokenBucket(20, time.Second, 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = lim.AllowN(context.Background(), "k", 21)
+	if !errors.Is(err, redislimit.ErrCostExceedsLimit) {
+		t.Fatalf("AllowN(21) = %v, want ErrCostExceedsLimit", err)
+	}
+	for _, want := range []string{"TokenBucket", "21", "20"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("AllowN(21) error %q does not contain %q", err, want)
+		}
+	}
+	tests := []struct {
+		alg  redislimit.Algorithm
+		want []string
+	}{
+		{redislimit.FixedWindow(0, time.Minute), []string{"FixedWindow", "limit", "0"}},
+		{redislimit.SlidingLog(5, time.Microsecond), []string{"SlidingLog", "window", "1µs"}},
+		{redislimit.SlidingWindow(-1, time.Minute), []string{"SlidingWindow", "-1"}},
+		{redislimit.TokenBucket(1, time.Second, 0), []string{"TokenBucket", "burst", "0"}},
+		{redislimit.All(redislimit.FixedWindow(1, time.Minute), redislimit.TokenBucket(0, time.Second, 1)), []string{"All", "part 1", "TokenBucket", "rate"}},
+	}
+	for _, tt := range tests {
+		_, err := redislimit.New(c, tt.alg)
+		if !errors.Is(err, redislimit.ErrInvalidConfig) {
+			t.Errorf("New(%v) = %v, want ErrInvalidConfig", tt.want[0], err)
+			continue
+		}
+		for _, w := range tt.want {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("New(%s) error %q does not contain %q", tt.want[0], err, w)
+			}
+		}
+	}
+}
