@@ -30,18 +30,10 @@ const MaxParts = 8
 // Limit the smallest capacity, so that [Limiter.AllowN] refuses a cost
 // above it with [ErrCostExceedsLimit].
 //
-// Each part keeps its own Redis key, named
-//
-//	prefix + "all:" + i + ":" + name + ":{" + K + "}"
-//
-// for the part at index i (from 0) with the algorithm name name, so two
-// parts never share state, whatever their kinds, and every part of user
-// key K sits in K's Cluster slot. (A K that begins with '}' would give
-// the keys no hash tag, and so different slots: its keys are instead
-// prefix + "all:" + i + ":" + name + ":#{" + H + "}" + K, where H is the
-// first 32 hex digits of K's SHA-256, unless [WithHashedKeys] already
-// hashes K.) An All nested in algs is flattened into
-// its parts.
+// Each part keeps its own Redis key (the package documentation, "Keys",
+// has the layout), so two parts never share state, whatever their kinds,
+// and every part of one user key sits in that key's Cluster slot. An All
+// nested in algs is flattened into its parts.
 //
 // [New] refuses a nil part, a part with no body, an invalid part, more
 // than [MaxParts] parts, and All of no algorithms, with an error wrapping
@@ -232,6 +224,9 @@ func merge(parts []Result) Result {
 	return r
 }
 
-// ttlMargin is how long past the moment its state stops mattering a key
-// lives: the TTL that every script sets is that long more.
-const ttlMargin = luascript.TTLMargin
+// TTLMargin is how long past the moment its state stops mattering a key
+// lives: the TTL that every script sets is that long more, because Redis
+// can count a TTL set in a script from the script's start, in whole ms,
+// which without a margin could end a short window's key while it still
+// counts. Bodies read it as ttl_margin, in ms (see [Algorithm.Body]).
+const TTLMargin = luascript.TTLMargin

@@ -14,6 +14,3 @@ var MaxInflight = maxInflight
 
 // RedisKeys exposes the Redis keys of an All limiter's parts.
 func RedisKeys(l *Limiter, key string) []string { return l.redisKeys(key) }
-
-// TTLMargin is how much longer than its state matters a key lives.
-const TTLMargin = ttlMargin

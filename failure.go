@@ -58,8 +58,13 @@ var (
 	// ([WithTimeout]).
 	ErrTimeout = errors.New("redislimit: redis call timed out")
 	// ErrCircuitOpen is returned when the limiter did not call Redis at all:
-	// its circuit breaker is open after consecutive failures, or too many
-	// timed-out calls are still waiting for Redis to answer.
+	// its circuit breaker is open, or too many timed-out calls are still
+	// waiting for Redis to answer (see [WithTimeout]). The breaker opens
+	// after 5 failed calls in a row with no call succeeding since the
+	// last of them started, and stays open for 500ms; then one probe call
+	// goes to Redis, and its success closes the breaker (its failure
+	// opens it again). Redis answering about one call (an error reply
+	// such as WRONGTYPE, a malformed reply) does not count as a failure.
 	ErrCircuitOpen = errors.New("redislimit: circuit open, redis not called")
 	// ErrMalformedReply is returned, wrapped with a description, when a
 	// script's reply breaks the contract of [Algorithm.Body]: Redis

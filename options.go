@@ -95,13 +95,24 @@ func WithOnError(f func(ctx context.Context, err error)) Option {
 }
 
 // WithTimeout sets how long one decision (or [Limiter.Reset]) may wait for
-// Redis, from the moment it is sent, including a reconnection and the EVAL
-// that follows a NOSCRIPT. Past it the call gives up with [ErrTimeout] and
-// the [FailurePolicy] decides. The bound holds for clients built with
-// default options too, where go-redis ignores context deadlines on socket
-// reads. The default is [DefaultTimeout] (500ms); a d of zero or less makes
-// [New] return an error wrapping [ErrInvalidConfig]. A caller's context with
-// an earlier deadline still ends the call sooner.
+// Redis, counted from when the call starts: its time in a batch's queue,
+// go-redis's pool waits, dials, a reconnection and the EVAL that follows
+// a NOSCRIPT. Past it the call gives up with [ErrTimeout] and the
+// [FailurePolicy] decides. A caller's context with an earlier deadline
+// still ends the call sooner. The default is [DefaultTimeout]; a d of
+// zero or less makes [New] return an error wrapping [ErrInvalidConfig].
+//
+// The bound holds on clients built with default options too, where
+// go-redis lets a stalled socket read run for its ReadTimeout whatever
+// the context says: there the call runs on a shared worker goroutine, the
+// decision stops waiting at the timeout, and the worker ends by itself
+// once go-redis's own read timeout has passed; while 128 such calls of a
+// limiter are pending, decisions go straight to the policy
+// ([ErrCircuitOpen]), so goroutines do not pile up during an outage. On a
+// client with ContextTimeoutEnabled a lone call runs on the caller's
+// goroutine under the deadline, which saves two goroutine wake-ups: set
+// it where latency matters. A call given up on may still run in Redis
+// and consume: a key is charged more, never less.
 func WithTimeout(d time.Duration) Option {
 	return func(l *Limiter) { l.timeout = d }
 }
