@@ -110,7 +110,7 @@ type Composable = Algorithm
 type windowed interface{ Window() time.Duration }
 
 // titled is an algorithm of the package's, which errors name by its
-// constructor ("TokenBucket") rather than its key name ("tb").
+// constructor ("TokenBucket") rather than by the algorithm's Name.
 type titled interface{ title() string }
 
 // titleOf returns the name errors give alg: its constructor's for the

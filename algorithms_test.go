@@ -12,69 +12,28 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
-// Step tests: every Result field at each step, per algorithm, on both
-// backends, with a fake clock passed to the scripts.
+// Step tests: every Result field at each step, for every step test of
+// every algorithm, on every backend, with a fake clock passed to the
+// scripts; then a cost above the capacity is refused.
 func TestSteps(t *testing.T) {
-	s := time.Second
-	tests := []struct {
-		name  string
-		alg   redislimit.Algorithm
-		steps []step
-	}{
-		{"FixedWindow", redislimit.FixedWindow(3, 10*s), []step{
-			{0, 0, true, allowed(3, 3, 0)},
-			{0, 1, false, allowed(3, 2, 10*s)},
-			{1 * s, 1, false, allowed(3, 1, 9*s)},
-			{1 * s, 2, false, denied(3, 1, 8*s, 8*s)},
-			{0, 1, false, allowed(3, 0, 8*s)},
-			{1 * s, 1, false, denied(3, 0, 7*s, 7*s)},
-			{0, 0, true, denied(3, 0, 7*s, 7*s)},
-			{7*s - time.Microsecond, 1, false, denied(3, 0, time.Microsecond, time.Microsecond)},
-			{time.Microsecond, 1, false, allowed(3, 2, 10*s)}, // a new window opens
-			{15 * s, 0, true, allowed(3, 3, 0)},
-		}},
-		{"SlidingLog", redislimit.SlidingLog(3, 10*s), []step{
-			{0, 0, true, allowed(3, 3, 0)},
-			{0, 1, false, allowed(3, 2, 10*s)},
-			{1 * s, 1, false, allowed(3, 1, 10*s)},
-			{1 * s, 2, false, denied(3, 1, 8*s, 9*s)}, // fits when the first entry leaves
-			{0, 1, false, allowed(3, 0, 10*s)},
-			{1 * s, 1, false, denied(3, 0, 7*s, 9*s)},
-			{0, 3, false, denied(3, 0, 9*s, 9*s)},  // needs all three gone
-			{7 * s, 1, false, allowed(3, 0, 10*s)}, // the first left, exactly
-			{0, 0, true, denied(3, 0, 1*s, 10*s)},
-			{10 * s, 0, true, allowed(3, 3, 0)},
-		}},
-		{"TokenBucket", redislimit.TokenBucket(1, 2*s, 3), []step{
-			{0, 0, true, allowed(3, 3, 0)},
-			{0, 1, false, allowed(3, 2, 2*s)},
-			{0, 2, false, allowed(3, 0, 6*s)},
-			{1 * s, 1, false, denied(3, 0, 1*s, 5*s)},
-			{1 * s, 1, false, allowed(3, 0, 6*s)},
-			{3 * s, 2, false, denied(3, 1, 1*s, 3*s)},
-			{1 * s, 2, false, allowed(3, 0, 6*s)},
-			{4 * s, 0, true, allowed(3, 2, 2*s)},
-			{60 * s, 0, true, allowed(3, 3, 0)},
-		}},
-		{"TokenBucketFractionalInterval", redislimit.TokenBucket(3, s, 3), []step{
-			// 1s/3 is kept as 333334µs, rounded up: never faster than asked.
-			{0, 3, false, allowed(3, 0, 1000002*time.Microsecond)},
-			{0, 1, false, denied(3, 0, 333334*time.Microsecond, 1000002*time.Microsecond)},
-			{s / 3, 1, false, denied(3, 0, time.Microsecond, 666669*time.Microsecond)},
-			{time.Microsecond, 1, false, allowed(3, 0, 1000002*time.Microsecond)},
-		}},
-	}
-	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		for _, tt := range tests {
-			t.Run(tt.name, func(t *testing.T) {
-				clk := clock.NewFake(epoch)
-				lim, _ := newLimiter(t, b, tt.alg, clk)
-				runSteps(t, lim, clk, "user", tt.steps)
-			})
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		for _, row := range algtest.Rows {
+			for _, st := range row.Steps {
+				t.Run(row.Name+st.Name, func(t *testing.T) {
+					b.skipUnlessRuns(t, row)
+					clk := clock.NewFake(epoch)
+					lim, _ := b.newLimiter(t, st.Alg, clk)
+					runSteps(t, lim, clk, "user", st.Steps)
+					if _, err := lim.AllowN(context.Background(), "user", st.Alg.Limit()+1); !errors.Is(err, redislimit.ErrCostExceedsLimit) {
+						t.Errorf("AllowN(%d) above the capacity: %v, want ErrCostExceedsLimit", st.Alg.Limit()+1, err)
+					}
+				})
+			}
 		}
 	})
 }
@@ -319,10 +278,10 @@ func TestTokenBucketRoundsTheIntervalUp(t *testing.T) {
 // A client clock before 1970 (negative µs) still limits.
 func TestClockBefore1970(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
 				clk := clock.NewFake(time.Date(1960, 1, 1, 0, 0, 0, 0, time.UTC))
-				lim, _ := newLimiter(t, b, ac.alg, clk)
+				lim, _ := newLimiter(t, b, row.Small, clk)
 				admitted := 0
 				for i := 0; i < 8; i++ {
 					r, err := lim.Allow(context.Background(), "k")
@@ -333,8 +292,8 @@ func TestClockBefore1970(t *testing.T) {
 						admitted++
 					}
 				}
-				if admitted != 5 {
-					t.Errorf("admitted %d of 8 with a 1960 clock, want 5", admitted)
+				if want := row.Small.Limit(); admitted != want {
+					t.Errorf("admitted %d of 8 with a 1960 clock, want %d", admitted, want)
 				}
 			})
 		}

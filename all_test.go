@@ -15,60 +15,10 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
-
-// whole is the Result that All documents for the parts' results: allowed
-// when every part allows; Remaining the smallest; RetryAfter, when
-// denied, the largest; ResetAfter the largest; Limit the smallest.
-func whole(parts ...redislimit.Result) redislimit.Result {
-	w := redislimit.Result{Allowed: true, Limit: parts[0].Limit, Remaining: parts[0].Remaining, Parts: parts}
-	for _, p := range parts {
-		w.Allowed = w.Allowed && p.Allowed
-		w.Limit = min(w.Limit, p.Limit)
-		w.Remaining = min(w.Remaining, p.Remaining)
-		w.RetryAfter = max(w.RetryAfter, p.RetryAfter)
-		w.ResetAfter = max(w.ResetAfter, p.ResetAfter)
-		w.Degraded = w.Degraded || p.Degraded
-	}
-	if w.Allowed {
-		w.RetryAfter = 0
-	}
-	return w
-}
-
-// Step test: which part denies, and what each part keeps, on every
-// backend.
-func TestAllSteps(t *testing.T) {
-	s := time.Second
-	// A bucket of 2 refilling one every 2s, and 3 per 10s window.
-	alg := redislimit.All(redislimit.TokenBucket(1, 2*s, 2), redislimit.FixedWindow(3, 10*s))
-	steps := []step{
-		{0, 0, true, whole(allowed(2, 2, 0), allowed(3, 3, 0))},
-		{0, 1, false, whole(allowed(2, 1, 2*s), allowed(3, 2, 10*s))},
-		{0, 1, false, whole(allowed(2, 0, 4*s), allowed(3, 1, 10*s))},
-		// The bucket denies: the window keeps its unit.
-		{0, 1, false, whole(denied(2, 0, 2*s, 4*s), allowed(3, 1, 10*s))},
-		{0, 0, true, whole(denied(2, 0, 2*s, 4*s), allowed(3, 1, 10*s))},
-		{2 * s, 1, false, whole(allowed(2, 0, 4*s), allowed(3, 0, 8*s))},
-		// The window denies: the bucket keeps its token.
-		{2 * s, 1, false, whole(allowed(2, 1, 2*s), denied(3, 0, 6*s, 6*s))},
-		{0, 1, false, whole(allowed(2, 1, 2*s), denied(3, 0, 6*s, 6*s))},
-		// A new window; then both deny a cost of 2.
-		{6 * s, 2, false, whole(allowed(2, 0, 4*s), allowed(3, 1, 10*s))},
-		{0, 2, false, whole(denied(2, 0, 4*s, 4*s), denied(3, 1, 10*s, 10*s))},
-		{20 * s, 0, true, whole(allowed(2, 2, 0), allowed(3, 3, 0))},
-	}
-	limiterBackends(t, func(t *testing.T, b limiterBackend) {
-		clk := clock.NewFake(epoch)
-		lim, _ := b.newLimiter(t, alg, clk)
-		runSteps(t, lim, clk, "user", steps)
-		if _, err := lim.AllowN(context.Background(), "user", 3); !errors.Is(err, redislimit.ErrCostExceedsLimit) {
-			t.Errorf("AllowN(3) above the smallest capacity: %v, want ErrCostExceedsLimit", err)
-		}
-	})
-}
 
 // Two parts of the same kind keep separate state, and every part's key is
 // named as documented, in the user key's slot.
@@ -517,16 +467,21 @@ func TestAllFeatures(t *testing.T) {
 // from its parts as documented. The Redis-backed limiter runs on
 // miniredis.
 func FuzzAll(f *testing.F) {
-	f.Add("user", 1, uint8(0), 5, int64(time.Minute), uint8(2), 3, int64(time.Second))
-	f.Add("k", 4, uint8(1), 5, int64(time.Second), uint8(3), 9, int64(time.Hour))
+	// w1 and w2 pick rows of algtest.Rows, as in FuzzAllowN.
+	f.Add("user", 1, uint8(0), 5, int64(time.Minute), uint8(3), 3, int64(time.Second))
+	f.Add("k", 4, uint8(1), 5, int64(time.Second), uint8(2), 9, int64(time.Hour))
 	f.Add("k", 9, uint8(0), 5, int64(time.Second), uint8(0), 9, int64(time.Hour))
-	f.Add("{k}", 2, uint8(2), 2, int64(time.Millisecond), uint8(1), 0, int64(time.Second))
-	f.Add("", 1, uint8(3), 1, int64(time.Second), uint8(2), 1, int64(-5))
+	f.Add("{k}", 2, uint8(3), 2, int64(time.Millisecond), uint8(1), 0, int64(time.Second))
+	f.Add("", 1, uint8(2), 1, int64(time.Second), uint8(3), 1, int64(-5))
+	f.Add("k", 3, uint8(4), 4, int64(time.Second), uint8(1), 6, int64(time.Minute))
 	m := redistest.Mini(f)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	f.Cleanup(func() { _ = c.Close() })
 	f.Fuzz(func(t *testing.T, key string, n int, w1 uint8, l1 int, s1 int64, w2 uint8, l2 int, s2 int64) {
-		alg := redislimit.All(fuzzAlgorithm(w1, l1, s1), fuzzAlgorithm(w2, l2, s2))
+		a1, a2 := fuzzAlgorithm(w1, l1, s1), fuzzAlgorithm(w2, l2, s2)
+		alg := redislimit.All(a1, a2)
+		// A part that is an All itself is flattened into its parts.
+		parts := partsOf(a1) + partsOf(a2)
 		opts := []redislimit.Option{redislimit.WithTimeout(time.Minute)}
 		local, lerr := redislimit.NewLocal(alg, opts...)
 		remote, rerr := redislimit.New(c, alg, append(opts, redislimit.WithFailurePolicy(redislimit.FailLocal))...)
@@ -544,8 +499,8 @@ func FuzzAll(f *testing.F) {
 				if !ok {
 					break
 				}
-				if len(r.Parts) != 2 {
-					t.Fatalf("Result %+v: %d parts, want 2", r, len(r.Parts))
+				if len(r.Parts) != parts {
+					t.Fatalf("Result %+v: %d parts, want %d", r, len(r.Parts), parts)
 				}
 				for _, p := range r.Parts {
 					checkResult(t, p)
@@ -558,16 +513,27 @@ func FuzzAll(f *testing.F) {
 	})
 }
 
+// partsOf returns how many parts a valid alg has within an All: its
+// parts if it is an All, else 1. Every row's algorithm runs in process.
+func partsOf(alg redislimit.Algorithm) int {
+	lim, err := redislimit.NewLocal(alg)
+	if err != nil {
+		return 0
+	}
+	return len(lim.Quotas())
+}
+
 // All of one part decides as that part alone, in Redis and in process.
 func TestAllOfOnePart(t *testing.T) {
 	limiterBackends(t, func(t *testing.T, b limiterBackend) {
 		ctx := context.Background()
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
+				b.skipUnlessRuns(t, row)
 				clk := clock.NewFake(epoch)
-				one, _ := b.newLimiter(t, redislimit.All(ac.alg), clk)
-				nested, _ := b.newLimiter(t, redislimit.All(redislimit.All(ac.alg)), clk, redislimit.WithPrefix(testPrefix(t)+"nested:"))
-				alone, _ := b.newLimiter(t, ac.alg, clk, redislimit.WithPrefix(testPrefix(t)+"alone:"))
+				one, _ := b.newLimiter(t, redislimit.All(row.Small), clk)
+				nested, _ := b.newLimiter(t, redislimit.All(redislimit.All(row.Small)), clk, redislimit.WithPrefix(testPrefix(t)+"nested:"))
+				alone, _ := b.newLimiter(t, row.Small, clk, redislimit.WithPrefix(testPrefix(t)+"alone:"))
 				for i := 0; i < 8; i++ {
 					want, err := alone.Allow(ctx, "k")
 					if err != nil {

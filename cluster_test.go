@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
@@ -34,9 +35,9 @@ func TestClusterLimitsHoldOnEveryShard(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
 	ctx := context.Background()
 	const limit, perShard, workers, tries = 10, 4, 6, 60
-	for _, ac := range algorithms() {
-		t.Run(ac.name, func(t *testing.T) {
-			alg := shortAlgorithm(ac.name, limit, time.Hour)
+	for _, row := range algtest.Rows {
+		t.Run(row.Name, func(t *testing.T) {
+			alg := row.New(limit, time.Hour)
 			var keys []string
 			for _, m := range cl.Masters() {
 				keys = append(keys, cl.KeysOn(m, testPrefix(t), perShard)...)

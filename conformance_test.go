@@ -15,6 +15,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
@@ -24,19 +25,24 @@ import (
 // memory ([redislimit.NewLocal]).
 func TestConformance(t *testing.T) {
 	limiterBackends(t, func(t *testing.T, b limiterBackend) {
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) { conformance(t, b, ac) })
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
+				b.skipUnlessRuns(t, row)
+				conformance(t, b, row)
+			})
 		}
 	})
 }
 
-func conformance(t *testing.T, b limiterBackend, ac algCase) {
+// conformance runs row's Small configuration, of capacity 5, through the
+// suite on b.
+func conformance(t *testing.T, b limiterBackend, row algtest.Row) {
 	ctx := context.Background()
 	const capacity = 5
 
 	t.Run("FreshKeyIsFull", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		got, err := lim.Peek(ctx, "fresh")
 		if err != nil {
 			t.Fatal(err)
@@ -53,7 +59,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("ExhaustThenDenyWithoutConsuming", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := b.newLimiter(t, ac.alg, clk)
+		lim, _ := b.newLimiter(t, row.Small, clk)
 		for i := 1; i <= capacity; i++ {
 			r, err := lim.Allow(ctx, "k")
 			if err != nil {
@@ -62,16 +68,16 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 			if !r.Allowed || r.Remaining != capacity-i || r.RetryAfter != 0 || r.Limit != capacity {
 				t.Fatalf("Allow #%d = %+v, want allowed with %d remaining", i, r, capacity-i)
 			}
-			if r.ResetAfter <= 0 || r.ResetAfter > ac.period {
-				t.Fatalf("Allow #%d: ResetAfter = %v, want in (0, %v]", i, r.ResetAfter, ac.period)
+			if r.ResetAfter <= 0 || r.ResetAfter > row.Refill {
+				t.Fatalf("Allow #%d: ResetAfter = %v, want in (0, %v]", i, r.ResetAfter, row.Refill)
 			}
 		}
 		first, err := lim.Allow(ctx, "k")
 		if err != nil {
 			t.Fatal(err)
 		}
-		if first.Allowed || first.Remaining != 0 || first.RetryAfter <= 0 || first.RetryAfter > ac.period {
-			t.Fatalf("Allow past the limit = %+v, want denied, 0 remaining, RetryAfter in (0, %v]", first, ac.period)
+		if first.Allowed || first.Remaining != 0 || first.RetryAfter <= 0 || first.RetryAfter > row.Refill {
+			t.Fatalf("Allow past the limit = %+v, want denied, 0 remaining, RetryAfter in (0, %v]", first, row.Refill)
 		}
 		// Denied calls must not move anything.
 		for i := 0; i < 20; i++ {
@@ -96,7 +102,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("AllowNIsAllOrNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := b.newLimiter(t, ac.alg, clk)
+		lim, _ := b.newLimiter(t, row.Small, clk)
 		if r, err := lim.AllowN(ctx, "k", 3); err != nil || !r.Allowed || r.Remaining != 2 {
 			t.Fatalf("AllowN(3) = %+v, %v; want allowed, 2 remaining", r, err)
 		}
@@ -111,7 +117,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("CostAboveCapacityWritesNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		for _, n := range []int{capacity + 1, 1 << 40} {
 			if _, err := lim.AllowN(ctx, "k", n); !errors.Is(err, redislimit.ErrCostExceedsLimit) {
 				t.Errorf("AllowN(%d) error = %v, want ErrCostExceedsLimit", n, err)
@@ -127,7 +133,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	t.Run("BadInputWritesNothing", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
 		counting := &counter{}
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		if c != nil {
 			c.AddHook(counting)
 		}
@@ -139,9 +145,11 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 		}{
 			{"", 1, redislimit.ErrEmptyKey},
 			{long, 1, redislimit.ErrKeyTooLong},
-			{"k", 0, redislimit.ErrInvalidCost},
-			{"k", -1, redislimit.ErrInvalidCost},
-			{"k", capacity + 1, redislimit.ErrCostExceedsLimit},
+			// Not "k": a key that no error text can hold by chance, as
+			// "TokenBucket" holds "k".
+			{"user-key", 0, redislimit.ErrInvalidCost},
+			{"user-key", -1, redislimit.ErrInvalidCost},
+			{"user-key", capacity + 1, redislimit.ErrCostExceedsLimit},
 		} {
 			r, err := lim.AllowN(ctx, tc.key, tc.n)
 			if !errors.Is(err, tc.want) {
@@ -172,7 +180,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("Reset", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		if _, err := lim.AllowN(ctx, "k", capacity); err != nil {
 			t.Fatal(err)
 		}
@@ -195,13 +203,13 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("FullAgainAfterPeriod", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		r, err := lim.AllowN(ctx, "k", capacity)
 		if err != nil || !r.Allowed {
 			t.Fatalf("AllowN(capacity) = %+v, %v", r, err)
 		}
-		if r.ResetAfter != ac.period {
-			t.Errorf("ResetAfter after taking everything = %v, want %v", r.ResetAfter, ac.period)
+		if r.ResetAfter != row.Refill {
+			t.Errorf("ResetAfter after taking everything = %v, want %v", r.ResetAfter, row.Refill)
 		}
 		clk.Advance(r.ResetAfter)
 		p, err := lim.Peek(ctx, "k")
@@ -217,12 +225,12 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	t.Run("EveryKeyHasTTL", func(t *testing.T) {
 		b.needRedis(t, "TTLs are Redis's")
 		clk := clock.NewFake(epoch)
-		lim, c := b.newLimiter(t, ac.alg, clk)
+		lim, c := b.newLimiter(t, row.Small, clk)
 		for i := 0; i < capacity+2; i++ { // allowed and denied calls
 			if _, err := lim.Allow(ctx, "k"); err != nil {
 				t.Fatal(err)
 			}
-			assertTTL(t, c, redislimit.RedisKey(lim, "k"), ac.period)
+			assertTTL(t, c, redislimit.RedisKey(lim, "k"), row.Refill)
 		}
 	})
 
@@ -230,7 +238,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 		b.needRedis(t, "TTLs are Redis's")
 		for _, calls := range []int{1, capacity} { // then one allowed, or one denied call
 			clk := clock.NewFake(epoch)
-			lim, c := b.newLimiter(t, ac.alg, clk)
+			lim, c := b.newLimiter(t, row.Small, clk)
 			rk := redislimit.RedisKey(lim, "k")
 			if _, err := lim.AllowN(ctx, "k", calls); err != nil {
 				t.Fatal(err)
@@ -248,20 +256,20 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 				if _, err := f(); err != nil {
 					t.Fatal(err)
 				}
-				assertTTL(t, c, rk, ac.period)
+				assertTTL(t, c, rk, row.Refill)
 			}
 		}
 	})
 
 	t.Run("TimeGoingBackwards", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := b.newLimiter(t, ac.alg, clk)
-		clk.Advance(ac.period / 2)
+		lim, _ := b.newLimiter(t, row.Small, clk)
+		clk.Advance(row.Refill / 2)
 		if r, err := lim.AllowN(ctx, "k", capacity); err != nil || !r.Allowed {
 			t.Fatalf("AllowN(capacity) = %+v, %v", r, err)
 		}
-		for _, back := range []time.Duration{time.Millisecond, time.Second, ac.period / 2, 24 * time.Hour} {
-			clk.Set(epoch.Add(ac.period / 2).Add(-back))
+		for _, back := range []time.Duration{time.Millisecond, time.Second, row.Refill / 2, 24 * time.Hour} {
+			clk.Set(epoch.Add(row.Refill / 2).Add(-back))
 			for _, f := range []func() (redislimit.Result, error){
 				func() (redislimit.Result, error) { return lim.Peek(ctx, "k") },
 				func() (redislimit.Result, error) { return lim.Allow(ctx, "k") },
@@ -273,13 +281,13 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 				if r.Allowed || r.Remaining != 0 {
 					t.Errorf("clock %v back: %+v, want denied with nothing remaining (no refill)", back, r)
 				}
-				if r.RetryAfter <= 0 || r.RetryAfter > ac.period || r.ResetAfter < 0 || r.ResetAfter > ac.period {
-					t.Errorf("clock %v back: durations %+v outside (0, %v]", back, r, ac.period)
+				if r.RetryAfter <= 0 || r.RetryAfter > row.Refill || r.ResetAfter < 0 || r.ResetAfter > row.Refill {
+					t.Errorf("clock %v back: durations %+v outside (0, %v]", back, r, row.Refill)
 				}
 			}
 		}
 		// From the earliest time seen, a full period later the key is full.
-		clk.Set(epoch.Add(ac.period/2 - 24*time.Hour + ac.period))
+		clk.Set(epoch.Add(row.Refill/2 - 24*time.Hour + row.Refill))
 		if r, err := lim.Allow(ctx, "k"); err != nil || !r.Allowed {
 			t.Errorf("a period after the clock stepped back: %+v, %v; want allowed", r, err)
 		}
@@ -288,24 +296,24 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	t.Run("AlgorithmsOnOneUserKeyDoNotCollide", func(t *testing.T) {
 		c := b.needRedis(t, "in-process limiters never share state")
 		want := 0
-		for _, other := range algorithms() {
-			lim, err := redislimit.New(c, other.alg, redislimit.WithPrefix(testPrefix(t)))
+		for _, other := range algtest.Rows {
+			lim, err := redislimit.New(c, other.Small, redislimit.WithPrefix(testPrefix(t)))
 			if err != nil {
 				t.Fatal(err)
 			}
 			if _, err := lim.Allow(ctx, "shared"); err != nil {
-				t.Fatalf("%s on a key used by others: %v", other.name, err)
+				t.Fatalf("%s on a key used by others: %v", other.Name, err)
 			}
 			want += max(1, len(redislimit.RedisKeys(lim, "shared"))) // All: a key per part
 		}
 		if n := keysUnder(t, c); n != want {
-			t.Errorf("%d keys for %d algorithms on one user key, want %d", n, len(algorithms()), want)
+			t.Errorf("%d keys for %d algorithms on one user key, want %d", n, len(algtest.Rows), want)
 		}
 	})
 
 	t.Run("KeysAreIndependentAndBinarySafe", func(t *testing.T) {
 		clk := clock.NewFake(epoch)
-		lim, _ := b.newLimiter(t, ac.alg, clk)
+		lim, _ := b.newLimiter(t, row.Small, clk)
 		bin := make([]byte, 4096)
 		for i := range bin {
 			bin[i] = byte(i)
@@ -325,7 +333,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	})
 
 	t.Run("CancelledContext", func(t *testing.T) {
-		lim, _ := b.newLimiter(t, ac.alg, nil)
+		lim, _ := b.newLimiter(t, row.Small, nil)
 		cctx, cancel := context.WithCancel(ctx)
 		cancel()
 		if _, err := lim.Allow(cctx, "k"); !errors.Is(err, context.Canceled) {
@@ -340,7 +348,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 		counting := &counter{}
 		c := b.needRedis(t, "no round trips to count")
 		c.AddHook(counting)
-		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
+		lim, err := redislimit.New(c, row.Small, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -364,7 +372,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 		counting := &counter{}
 		c := b.needRedis(t, "no scripts")
 		c.AddHook(counting)
-		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
+		lim, err := redislimit.New(c, row.Small, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -383,7 +391,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 	t.Run("RedisDownIsAnErrorNotADecision", func(t *testing.T) {
 		b.needRedis(t, "no Redis to lose")
 		c := redistest.NewClient(t, closedAddr(t), func(o *redis.Options) { o.MaxRetries, o.DialerRetries = -1, 1 })
-		lim, err := redislimit.New(c, ac.alg, redislimit.WithPrefix(testPrefix(t)))
+		lim, err := redislimit.New(c, row.Small, redislimit.WithPrefix(testPrefix(t)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -398,7 +406,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("RedisClock", func(t *testing.T) {
 		// Short real-time periods, on the server's clock (no WithClock).
-		short := shortAlgorithm(ac.name, 2, 200*time.Millisecond)
+		short := row.New(2, 200*time.Millisecond)
 		lim, _ := b.newLimiter(t, short, nil)
 		for i := 0; i < 2; i++ {
 			if r, err := lim.Allow(ctx, "k"); err != nil || !r.Allowed {
@@ -417,7 +425,7 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 
 	t.Run("ConcurrentClientsAdmitExactlyTheLimit", func(t *testing.T) {
 		const limit, clients, workers, tries = 40, 4, 8, 25
-		alg := shortAlgorithm(ac.name, limit, time.Hour)
+		alg := row.New(limit, time.Hour)
 		var admitted, errs atomic.Int64
 		var wg sync.WaitGroup
 		var shared *redislimit.Limiter
@@ -458,26 +466,6 @@ func conformance(t *testing.T, b limiterBackend, ac algCase) {
 // ignoreParts compares Results without their Parts, which the tests of All
 // check.
 var ignoreParts = cmpopts.IgnoreFields(redislimit.Result{}, "Parts")
-
-// shortAlgorithm returns the named algorithm with capacity limit and the
-// given period.
-func shortAlgorithm(name string, limit int, period time.Duration) redislimit.Algorithm {
-	switch name {
-	case "FixedWindow":
-		return redislimit.FixedWindow(limit, period)
-	case "SlidingLog":
-		return redislimit.SlidingLog(limit, period)
-	case "SlidingWindow":
-		// An exhausted key is full again two windows later; a window is
-		// at least a millisecond.
-		return redislimit.SlidingWindow(limit, max(period/2, time.Millisecond))
-	case "TokenBucket":
-		return redislimit.TokenBucket(limit, period, limit)
-	case "All":
-		return redislimit.All(redislimit.TokenBucket(limit, period, limit), redislimit.FixedWindow(2*limit, period))
-	}
-	panic("unknown algorithm " + name)
-}
 
 // assertTTL checks that key exists with a TTL in (0, max + TTLMargin]:
 // its state matters for at most max, and every key lives a margin longer.

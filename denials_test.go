@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
@@ -32,14 +33,14 @@ func TestDenyCacheConfig(t *testing.T) {
 func TestDenyCacheAnswersWithoutRedis(t *testing.T) {
 	ctx := context.Background()
 	limiterBackends(t, func(t *testing.T, b limiterBackend) {
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
 				c := b.needRedis(t, "the deny cache sits in front of Redis")
 				counting := &counter{}
 				c.AddHook(counting)
 				clk := clock.NewFake(epoch)
-				cached := newRedisLimiter(t, c, ac.alg, clk, redislimit.WithDenyCache(100))
-				plain := newRedisLimiter(t, c, ac.alg, clk) // same prefix: same state
+				cached := newRedisLimiter(t, c, row.Small, clk, redislimit.WithDenyCache(100))
+				plain := newRedisLimiter(t, c, row.Small, clk) // same prefix: same state
 				for i := 0; i < 5; i++ {
 					if r, err := cached.Allow(ctx, "k"); err != nil || !r.Allowed {
 						t.Fatalf("Allow #%d = %+v, %v; want allowed", i+1, r, err)

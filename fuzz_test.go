@@ -11,6 +11,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
@@ -29,32 +30,28 @@ func isSentinel(err error) bool {
 	return false
 }
 
-// fuzzAlgorithm builds one of the algorithms from fuzzed parameters.
+// fuzzAlgorithm builds the algorithm of row which % len(algtest.Rows)
+// from fuzzed parameters, valid or not.
 func fuzzAlgorithm(which uint8, limit int, span int64) redislimit.Algorithm {
-	d := time.Duration(span)
-	switch which % 4 {
-	case 0:
-		return redislimit.FixedWindow(limit, d)
-	case 1:
-		return redislimit.SlidingLog(limit, d)
-	case 3:
-		return redislimit.SlidingWindow(limit, d)
-	}
-	return redislimit.TokenBucket(limit, d, limit)
+	return algtest.Rows[int(which)%len(algtest.Rows)].New(limit, time.Duration(span))
 }
 
 // FuzzAllowN feeds keys, costs and configurations to New, NewLocal and
 // AllowN: no panic, errors are sentinels, and a decision keeps the Result
 // contract. The Redis-backed limiter runs on miniredis.
 func FuzzAllowN(f *testing.F) {
+	// which picks a row of algtest.Rows: 0 FixedWindow, 1 SlidingLog,
+	// 2 SlidingWindow, 3 TokenBucket, 4 All.
 	f.Add("user", 1, uint8(0), 5, int64(time.Minute), 1)
 	f.Add("", 1, uint8(1), 5, int64(time.Minute), 1)
-	f.Add("k", 0, uint8(2), 5, int64(time.Second), 2)
+	f.Add("k", 0, uint8(3), 5, int64(time.Second), 2)
 	f.Add("k", 6, uint8(0), 5, int64(time.Second), 1)
 	f.Add("{x}", 3, uint8(1), 3, int64(time.Millisecond), 7)
-	f.Add("k", 1, uint8(2), 0, int64(time.Second), 1)
+	f.Add("k", 1, uint8(3), 0, int64(time.Second), 1)
 	f.Add("k", 1, uint8(0), 5, int64(-1), 1)
-	f.Add("k", 1, uint8(2), 1<<40, int64(time.Hour), -3)
+	f.Add("k", 1, uint8(3), 1<<40, int64(time.Hour), -3)
+	f.Add("k", 2, uint8(2), 5, int64(time.Minute), 1)
+	f.Add("k", 2, uint8(4), 5, int64(time.Minute), 2)
 	m := redistest.Mini(f)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	f.Cleanup(func() { _ = c.Close() })

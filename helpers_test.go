@@ -13,34 +13,13 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
 // epoch is where fake clocks start.
-var epoch = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-
-// algCase is one algorithm under the conformance suite, built with a
-// capacity of 5 units and a period of one minute: 5 per minute, burst 5.
-type algCase struct {
-	name string
-	alg  redislimit.Algorithm
-	// period is how long an exhausted key takes to be full again.
-	period time.Duration
-}
-
-func algorithms() []algCase {
-	return []algCase{
-		{"FixedWindow", redislimit.FixedWindow(5, time.Minute), time.Minute},
-		{"SlidingLog", redislimit.SlidingLog(5, time.Minute), time.Minute},
-		// The previous window's units weigh in through the next window.
-		{"SlidingWindow", redislimit.SlidingWindow(5, time.Minute), 2 * time.Minute},
-		{"TokenBucket", redislimit.TokenBucket(5, time.Minute, 5), time.Minute},
-		// The bucket is the smaller part; the window is spent only by
-		// other calls.
-		{"All", redislimit.All(redislimit.TokenBucket(5, time.Minute, 5), redislimit.FixedWindow(9, time.Minute)), time.Minute},
-	}
-}
+var epoch = algtest.Epoch
 
 // counter is a go-redis hook that counts the commands a client sends, by
 // name, and the round trips.
@@ -153,6 +132,15 @@ func limiterBackends(t *testing.T, f func(t *testing.T, b limiterBackend)) {
 // inspectable reports whether the backend's Redis keys can be read.
 func (b limiterBackend) inspectable() bool { return b.client != nil }
 
+// skipUnlessRuns skips the test on the in-process backend when row's
+// algorithm does not run in process.
+func (b limiterBackend) skipUnlessRuns(t *testing.T, row algtest.Row) {
+	t.Helper()
+	if b.client == nil && !row.Local {
+		t.Skipf("%s does not run in process", row.Name)
+	}
+}
+
 // needRedis skips the test on a backend without Redis, saying why, and
 // otherwise returns a new client.
 func (b limiterBackend) needRedis(t *testing.T, why string) redis.UniversalClient {
@@ -181,48 +169,40 @@ func (b limiterBackend) newLimiter(t *testing.T, alg redislimit.Algorithm, clk *
 	return newRedisLimiter(t, c, alg, clk, opts...), c
 }
 
-// step is one call in a step test: move the clock by advance, then call
-// AllowN with cost n (or Peek when peek is set) and expect want.
-type step struct {
-	advance time.Duration
-	n       int
-	peek    bool
-	want    redislimit.Result
-}
+// step is one call in a step test: move the clock by Advance, then call
+// AllowN with cost N (or Peek when Peek is set) and expect Want.
+type step = algtest.Step
+
+// allowed, denied and whole build the Results that steps expect.
+var (
+	allowed = algtest.Allowed
+	denied  = algtest.Denied
+	whole   = algtest.Whole
+)
 
 func runSteps(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake, key string, steps []step) {
 	t.Helper()
 	ctx := context.Background()
 	var elapsed time.Duration
 	for i, s := range steps {
-		clk.Advance(s.advance)
-		elapsed += s.advance
+		clk.Advance(s.Advance)
+		elapsed += s.Advance
 		var got redislimit.Result
 		var err error
 		call := "AllowN"
-		if s.peek {
+		if s.Peek {
 			call = "Peek"
 			got, err = lim.Peek(ctx, key)
 		} else {
-			got, err = lim.AllowN(ctx, key, s.n)
+			got, err = lim.AllowN(ctx, key, s.N)
 		}
 		if err != nil {
-			t.Fatalf("step %d: %s(ctx, %q, %d) at +%v: %v", i, call, key, s.n, elapsed, err)
+			t.Fatalf("step %d: %s(ctx, %q, %d) at +%v: %v", i, call, key, s.N, elapsed, err)
 		}
-		if diff := cmp.Diff(s.want, got); diff != "" {
-			t.Errorf("step %d: %s(ctx, %q, %d) at +%v = %+v, want %+v (-want +got)\n%s", i, call, key, s.n, elapsed, got, s.want, diff)
+		if diff := cmp.Diff(s.Want, got); diff != "" {
+			t.Errorf("step %d: %s(ctx, %q, %d) at +%v = %+v, want %+v (-want +got)\n%s", i, call, key, s.N, elapsed, got, s.Want, diff)
 		}
 	}
-}
-
-// allowed returns a Result for an admitted call.
-func allowed(limit, remaining int, resetAfter time.Duration) redislimit.Result {
-	return redislimit.Result{Allowed: true, Limit: limit, Remaining: remaining, ResetAfter: resetAfter}
-}
-
-// denied returns a Result for a denied call.
-func denied(limit, remaining int, retryAfter, resetAfter time.Duration) redislimit.Result {
-	return redislimit.Result{Limit: limit, Remaining: remaining, RetryAfter: retryAfter, ResetAfter: resetAfter}
 }
 
 // closedAddr returns a loopback address where nothing listens.

@@ -12,6 +12,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
@@ -22,16 +23,17 @@ import (
 func TestAllowManyMatchesAllow(t *testing.T) {
 	ctx := context.Background()
 	limiterBackends(t, func(t *testing.T, b limiterBackend) {
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
+				b.skipUnlessRuns(t, row)
 				clk := clock.NewFake(epoch)
-				many, _ := b.newLimiter(t, ac.alg, clk, redislimit.WithPrefix(testPrefix(t)+"many:"))
-				one, _ := b.newLimiter(t, ac.alg, clk, redislimit.WithPrefix(testPrefix(t)+"one:"))
+				many, _ := b.newLimiter(t, row.Small, clk, redislimit.WithPrefix(testPrefix(t)+"many:"))
+				one, _ := b.newLimiter(t, row.Small, clk, redislimit.WithPrefix(testPrefix(t)+"one:"))
 				var keys []string
 				for i := 0; i < 40; i++ {
 					keys = append(keys, fmt.Sprint("user-", i%7)) // every key several times
 				}
-				for round, advance := range []time.Duration{0, time.Second, ac.period / 2, ac.period} {
+				for round, advance := range []time.Duration{0, time.Second, row.Refill / 2, row.Refill} {
 					clk.Advance(advance)
 					got, err := many.AllowMany(ctx, keys)
 					if err != nil {

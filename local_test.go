@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 	"github.com/redislimit/redislimit/internal/redistest"
 )
@@ -23,14 +24,12 @@ import (
 // the real clock never produces. TestConformance covers time going back.
 func TestLocalMatchesScripts(t *testing.T) {
 	s := time.Second
-	algs := []redislimit.Algorithm{
-		redislimit.FixedWindow(7, 10*s),
-		redislimit.SlidingLog(7, 10*s),
-		redislimit.SlidingWindow(7, 10*s),
-		redislimit.SlidingWindow(5, 3*s),
-		redislimit.TokenBucket(1, 2*s, 7),
-		redislimit.TokenBucket(3, 3*s, 5),
-		redislimit.All(redislimit.SlidingWindow(6, 5*s), redislimit.TokenBucket(1, s, 4), redislimit.SlidingLog(9, 20*s)),
+	// Every row's random configurations, numbered across rows.
+	var algs []redislimit.Algorithm
+	for _, row := range algtest.Rows {
+		if row.Local {
+			algs = append(algs, row.Random...)
+		}
 	}
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		for ai, alg := range algs {
@@ -118,10 +117,10 @@ func TestLocalInstancesDivideRate(t *testing.T) {
 		t.Fatal(err)
 	}
 	runSteps(t, lim, clk, "k", []step{
-		{0, 5, false, allowed(5, 0, time.Second)},
-		{0, 1, false, denied(5, 0, 200*time.Millisecond, time.Second)}, // 5 per second locally
-		{200 * time.Millisecond, 1, false, allowed(5, 0, time.Second)},
-		{time.Second, 0, true, allowed(5, 5, 0)},
+		{N: 5, Want: allowed(5, 0, time.Second)},
+		{N: 1, Want: denied(5, 0, 200*time.Millisecond, time.Second)}, // 5 per second locally
+		{Advance: 200 * time.Millisecond, N: 1, Want: allowed(5, 0, time.Second)},
+		{Advance: time.Second, Peek: true, Want: allowed(5, 5, 0)},
 	})
 	if _, err := lim.AllowN(context.Background(), "k", 6); err == nil {
 		t.Error("AllowN above the divided capacity: nil error, want ErrCostExceedsLimit")

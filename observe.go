@@ -42,8 +42,7 @@ func (o Outcome) String() string {
 // Observation describes one decision, for an [Observer]. It never holds
 // the user's key.
 type Observation struct {
-	// Algorithm is the algorithm's name: "fw", "sl", "tb", "sw", "all" or
-	// a user algorithm's.
+	// Algorithm is the algorithm's Name ([Algorithm.Name]).
 	Algorithm string
 	// Outcome is how the decision ended.
 	Outcome Outcome

@@ -14,49 +14,6 @@ import (
 	"github.com/redislimit/redislimit/internal/redistest"
 )
 
-// Every Result field at each step of a sliding window counter, on both
-// backends: the previous window weighs in as it fades, RetryAfter is the
-// exact µs the call fits, and a clock going back refills nothing.
-func TestSlidingWindowSteps(t *testing.T) {
-	s, us := time.Second, time.Microsecond
-	// 3 units per 10s; the grid starts at the first call, at +0.
-	steps := []step{
-		{0, 0, true, allowed(3, 3, 0)},
-		{0, 1, false, allowed(3, 2, 20*s)}, // full again when the next window ends
-		{4 * s, 2, false, allowed(3, 0, 16*s)},
-		// 3 in this window: the call fits in the next once 3×(1-e/10s)
-		// rounds up to 2, at e = 3333334µs.
-		{1 * s, 1, false, denied(3, 0, 8333334*us, 15*s)},
-		// +10s: the next window, where the previous 3 weigh in fully.
-		{5 * s, 0, true, denied(3, 0, 3333334*us, 10*s)},
-		{0, 3, false, denied(3, 0, 10*s, 10*s)}, // needs the previous window gone
-		// +15s: half of the previous window's 3, rounded up, is 2.
-		{5 * s, 1, false, allowed(3, 0, 15*s)},
-		// 1 + ⌈3×(1-e/10s)⌉ + 1 fits from e = 6666667µs.
-		{0, 1, false, denied(3, 0, 1666667*us, 15*s)},
-		{1666666 * us, 1, false, denied(3, 0, us, 13333334*us)},
-		{us, 1, false, allowed(3, 0, 13333333*us)},
-		// The clock goes back 8s, before the window's start: the window
-		// starts there, and the previous 3 count fully again.
-		{-8 * s, 0, true, denied(3, 0, 10*s, 20*s)},
-		{10 * s, 0, true, allowed(3, 1, 10*s)}, // the 2 are the previous window now
-		{10 * s, 0, true, allowed(3, 3, 0)},
-	}
-	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		clk := clock.NewFake(epoch)
-		lim, _ := newLimiter(t, b, redislimit.SlidingWindow(3, 10*s), clk)
-		runSteps(t, lim, clk, "user", steps)
-	})
-	t.Run("in-process", func(t *testing.T) {
-		clk := clock.NewFake(epoch)
-		lim, err := redislimit.NewLocal(redislimit.SlidingWindow(3, 10*s), redislimit.WithClock(clk.Now))
-		if err != nil {
-			t.Fatal(err)
-		}
-		runSteps(t, lim, clk, "user", steps)
-	})
-}
-
 // A value left at the key by other code counts as that many units, clamped
 // to [0, limit], in a window opening now, and is rewritten with a TTL.
 func TestSlidingWindowAdoptsForeignValues(t *testing.T) {

@@ -18,6 +18,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/faultproxy"
 	"github.com/redislimit/redislimit/internal/leakcheck"
 	"github.com/redislimit/redislimit/internal/redistest"
@@ -342,13 +343,13 @@ func TestTransportBatchesExactly(t *testing.T) {
 	}
 	ctx := context.Background()
 	forEachBatchBackend(t, func(t *testing.T, b batchBackend) {
-		for _, ac := range algorithms() {
+		for _, row := range algtest.Rows {
 			for _, nlim := range []int{1, 2} {
-				t.Run(fmt.Sprintf("%s/%d-limiters", ac.name, nlim), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/%d-limiters", row.Name, nlim), func(t *testing.T) {
 					var rt counter
 					sh := &shape{shardOf: b.shardOf}
 					c := b.client(t, &rt, sh)
-					alg := shortAlgorithm(ac.name, limit, time.Hour)
+					alg := row.New(limit, time.Hour)
 					// Limiters of the same algorithm and prefix on one
 					// client share the keys and the transport.
 					var lims []*redislimit.Limiter
@@ -422,8 +423,8 @@ func TestTransportScriptFlushUnderBatching(t *testing.T) {
 		sh := &shape{}
 		c := b.client(t, sh)
 		var lims []*redislimit.Limiter
-		for _, ac := range algorithms() {
-			lims = append(lims, newRedisLimiter(t, c, shortAlgorithm(ac.name, limit, time.Hour), nil))
+		for _, row := range algtest.Rows {
+			lims = append(lims, newRedisLimiter(t, c, row.New(limit, time.Hour), nil))
 		}
 		hot := b.keys("hot", 2)
 		admitted := make([][]atomic.Int64, len(lims))
@@ -447,7 +448,7 @@ func TestTransportScriptFlushUnderBatching(t *testing.T) {
 					r, err := lims[a].Allow(ctx, hot[k])
 					decisions.Add(1)
 					if err != nil {
-						errs.add("%s: Allow(%q): %v", algorithms()[a].name, hot[k], err)
+						errs.add("%s: Allow(%q): %v", algtest.Rows[a].Name, hot[k], err)
 					} else if r.Allowed {
 						admitted[a][k].Add(1)
 					}
@@ -469,7 +470,7 @@ func TestTransportScriptFlushUnderBatching(t *testing.T) {
 		want := map[string]int64{}
 		for a := range lims {
 			for k, key := range hot {
-				name := algorithms()[a].name + "/" + key
+				name := algtest.Rows[a].Name + "/" + key
 				got[name], want[name] = admitted[a][k].Load(), limit
 			}
 		}
@@ -843,9 +844,9 @@ func TestAutoPipeliner(t *testing.T) {
 			t.Fatalf("AutoPipeline: %v", err)
 		}
 		t.Cleanup(func() { _ = ap.Close() })
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
-				lim := newRedisLimiter(t, ap, shortAlgorithm(ac.name, 3, time.Hour), nil)
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
+				lim := newRedisLimiter(t, ap, row.New(3, time.Hour), nil)
 				for i, want := range []redislimit.Result{
 					{Allowed: true, Limit: 3, Remaining: 2},
 					{Allowed: true, Limit: 3, Remaining: 1},
@@ -871,7 +872,7 @@ func TestAutoPipeliner(t *testing.T) {
 					t.Errorf("Allow after SCRIPT FLUSH = %+v, %v; want allowed", r, err)
 				}
 
-				lim = newRedisLimiter(t, ap, shortAlgorithm(ac.name, limit, time.Hour), nil)
+				lim = newRedisLimiter(t, ap, row.New(limit, time.Hour), nil)
 				hot := b.keys("hot", 2)
 				admitted := make([]atomic.Int64, len(hot))
 				var errs firstErrors

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redislimit/redislimit/internal/algtest"
 	"github.com/redislimit/redislimit/internal/clock"
 )
 
@@ -19,10 +20,10 @@ func TestShortWindowsOutliveTheirState(t *testing.T) {
 		}
 		c := b.needRedis(t, "TTLs are Redis's")
 		ctx := context.Background()
-		for _, ac := range algorithms() {
-			t.Run(ac.name, func(t *testing.T) {
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
 				clk := clock.NewFake(epoch)
-				lim := newRedisLimiter(t, c, shortAlgorithm(ac.name, 3, time.Millisecond), clk)
+				lim := newRedisLimiter(t, c, row.New(3, time.Millisecond), clk)
 				for i := 0; i < 3; i++ {
 					if r, err := lim.Allow(ctx, "k"); err != nil || !r.Allowed {
 						t.Fatalf("Allow #%d = %+v, %v", i, r, err)

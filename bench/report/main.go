@@ -34,6 +34,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/redislimit/redislimit/bench/internal/harness"
 )
 
 // benchstat is the pinned benchstat, run with `go run` so that no go.mod
@@ -472,17 +474,32 @@ func allowManyTable(b *strings.Builder, s *stats) {
 	}
 }
 
-// short is the name in BenchmarkAllVsParts's units of each part.
-var short = map[string]string{"token-bucket": "tb", "fixed-window": "fw", "sliding-log": "sl"}
-
+// short is the name in BenchmarkAllVsParts's units of each part, and
 // alls are the Redislimit rows of redislimit.All, each with the rows of
-// its parts (the harness's Algorithms table).
-var alls = []struct {
+// its parts: both from the harness's Algorithms table.
+var short, alls = fromHarness()
+
+// allRow is a Redislimit row of redislimit.All and the rows of its parts.
+type allRow struct {
 	name  string
 	parts []string
-}{
-	{"All(TB,FW)", []string{"token-bucket", "fixed-window"}},
-	{"All(TB,FW,SL)", []string{"token-bucket", "fixed-window", "sliding-log"}},
+}
+
+func fromHarness() (map[string]string, []allRow) {
+	short := map[string]string{}
+	var alls []allRow
+	for _, a := range harness.Algorithms() {
+		if a.Parts == nil {
+			continue
+		}
+		r := allRow{name: a.Name}
+		for _, p := range a.Parts {
+			short[p.Name] = p.Short
+			r.parts = append(r.parts, p.Name)
+		}
+		alls = append(alls, r)
+	}
+	return short, alls
 }
 
 // dearest returns the largest of a unit's medians over the Redislimit

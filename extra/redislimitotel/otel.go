@@ -5,9 +5,9 @@
 //	...
 //	lim, err := redislimit.New(rdb, alg, redislimit.WithObserver(obs))
 //
-// Two instruments, both with the attributes redislimit.algorithm ("fw",
-// "sl", "tb", "sw", "all" or a user algorithm's name) and
-// redislimit.outcome ("allowed", "denied", "degraded" or "error"):
+// Two instruments, both with the attributes redislimit.algorithm (the
+// algorithm's Name) and redislimit.outcome ("allowed", "denied",
+// "degraded" or "error"):
 //
 //   - redislimit.decisions, a counter of decisions, with also
 //     redislimit.deny_cache (true when the deny cache answered);

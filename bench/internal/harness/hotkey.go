@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 )
 
 // DenyCacheKeys is the bound of the deny cache in [HotDeniedKey]'s "on"
@@ -151,12 +152,5 @@ func reportScripts(b *testing.B, m *Meter, decisions int64) {
 	b.ReportMetric(float64(n)/float64(decisions), "script-calls/decision")
 }
 
-// tokenBucket returns the token bucket of [Algorithms].
-func tokenBucket() Algorithm {
-	for _, a := range Algorithms() {
-		if a.Short == "tb" {
-			return a
-		}
-	}
-	panic("harness: no token bucket in Algorithms")
-}
+// tokenBucket returns the token bucket's row of [Algorithms].
+func tokenBucket() Algorithm { return fromRow(algtest.TokenBucket) }

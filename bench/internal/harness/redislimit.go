@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
 )
 
 // Algorithm is one of redislimit's algorithms as benchmarked, or an
@@ -33,38 +36,63 @@ type Algorithm struct {
 }
 
 // TightLimit is the capacity of [Algorithm.Tight].
-const TightLimit = 10
+const TightLimit = algtest.TightLimit
 
-// Algorithms returns redislimit's algorithms, the fixed window first, then
-// All of two and of three of them.
+// Algorithms returns redislimit's algorithms, one per row of the table
+// that the package's tests read (internal/algtest), in its order, then
+// All of three of them.
 func Algorithms() []Algorithm {
-	fw := Algorithm{
-		Name: "fixed-window", Short: "fw", Exact: true,
-		Open:  redislimit.FixedWindow(1<<40, time.Hour),
-		Tight: redislimit.FixedWindow(TightLimit, time.Hour),
+	var as []Algorithm
+	for _, row := range algtest.Rows {
+		as = append(as, fromRow(row))
 	}
-	sl := Algorithm{
-		Name: "sliding-log", Short: "sl", Exact: true,
-		Open:  redislimit.SlidingLog(1<<20, time.Hour),
-		Tight: redislimit.SlidingLog(TightLimit, time.Hour),
-	}
-	tb := Algorithm{
-		Name: "token-bucket", Short: "tb",
-		Open:  redislimit.TokenBucket(1000, time.Second, 1<<36),
-		Tight: redislimit.TokenBucket(1, time.Hour, TightLimit),
-	}
-	sw := Algorithm{
-		Name: "sliding-window", Short: "sw", Exact: true,
-		Open:  redislimit.SlidingWindow(1<<40, time.Hour),
-		Tight: redislimit.SlidingWindow(TightLimit, time.Hour),
-	}
-	return []Algorithm{fw, sl, tb, sw, all("All(TB,FW)", tb, fw), all("All(TB,FW,SL)", tb, fw, sl)}
+	// A third part shows how All's cost grows with its parts.
+	tb, fw, sl := fromRow(algtest.TokenBucket), fromRow(algtest.FixedWindow), fromRow(algtest.SlidingLog)
+	return append(as, all(tb, fw, sl))
 }
 
-// all returns the row of redislimit.All of parts, named name. Every part
-// of its Tight configuration is exhausted by the same TightLimit calls, so
-// a saturated key is denied by every part.
-func all(name string, parts ...Algorithm) Algorithm {
+// fromRow returns the benchmark row of a row of the table: its Large
+// configuration as Open, its Tight as Tight, named as the constructor is
+// in lower case, words joined by '-' ("token-bucket"), or for an All, as
+// [all] names one ("All(TB,FW)").
+func fromRow(row algtest.Row) Algorithm {
+	var name strings.Builder
+	for i, r := range row.Name {
+		if unicode.IsUpper(r) {
+			if i > 0 {
+				name.WriteByte('-')
+			}
+			r = unicode.ToLower(r)
+		}
+		name.WriteRune(r)
+	}
+	a := Algorithm{
+		Name: name.String(), Short: row.Large.Name(), Exact: row.Exact,
+		Open: row.Large, Tight: row.Tight,
+	}
+	for _, p := range row.Parts {
+		a.Parts = append(a.Parts, fromRow(p))
+	}
+	if a.Parts != nil {
+		a.Name = row.Name + partsName(a.Parts)
+	}
+	return a
+}
+
+// partsName names the parts of an All by their Shorts in capitals:
+// "(TB,FW)".
+func partsName(parts []Algorithm) string {
+	shorts := make([]string, len(parts))
+	for i, p := range parts {
+		shorts[i] = strings.ToUpper(p.Short)
+	}
+	return "(" + strings.Join(shorts, ",") + ")"
+}
+
+// all returns the row of redislimit.All of parts, named "All" and
+// [partsName]. Every part of its Tight configuration is exhausted by the
+// same TightLimit calls, so a saturated key is denied by every part.
+func all(parts ...Algorithm) Algorithm {
 	open := make([]redislimit.Algorithm, len(parts))
 	tight := make([]redislimit.Algorithm, len(parts))
 	least := parts[0]
@@ -77,10 +105,12 @@ func all(name string, parts ...Algorithm) Algorithm {
 	// All's Remaining is its parts' least: exactly the smallest part's
 	// when that part's is exact, since the Open limits lie at least 2^16
 	// apart and a benchmark makes fewer calls on one key.
-	return Algorithm{
-		Name: name, Short: "all", Exact: least.Exact, Parts: parts,
+	a := Algorithm{
+		Name: "All" + partsName(parts), Exact: least.Exact, Parts: parts,
 		Open: redislimit.All(open...), Tight: redislimit.All(tight...),
 	}
+	a.Short = a.Open.Name()
+	return a
 }
 
 // parts returns the rows whose state a's keys hold: a's Parts, or a alone.
