@@ -54,11 +54,12 @@ func (p FailurePolicy) String() string {
 var (
 	// ErrTimeout is returned, wrapping the underlying error if there is one,
 	// when Redis did not answer a call within the limiter's timeout
-	// ([WithTimeout]).
+	// ([WithTimeout]), or a [Cache]'s ([WithCacheTimeout]).
 	ErrTimeout = errors.New("redislimit: redis call timed out")
 	// ErrCircuitOpen is returned when the limiter did not call Redis at all:
 	// its circuit breaker is open after consecutive failures, or too many
-	// timed-out calls are still waiting for Redis to answer.
+	// timed-out calls are still waiting for Redis to answer. A [Cache]
+	// returns it, without calling Redis, in the latter case.
 	ErrCircuitOpen = errors.New("redislimit: circuit open, redis not called")
 )
 
