@@ -33,7 +33,11 @@ func ExampleNewCache() {
 		Name  string
 		Langs []string
 	}
-	profiles := redislimit.NewCache[Profile](rdb, redislimit.WithCachePrefix("profile:"))
+	profiles, err := redislimit.NewCache[Profile](rdb, redislimit.WithCachePrefix("profile:"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 
 	ctx := context.Background()
 	if err := profiles.Set(ctx, "user42", Profile{Name: "Zoë", Langs: []string{"go", "lua"}}, time.Hour); err != nil {
@@ -51,7 +55,11 @@ func ExampleNewCache() {
 func ExampleCache_Get() {
 	mr, rdb := cacheExampleRedis()
 	defer rdb.Close()
-	sessions := redislimit.NewCache[string](rdb)
+	sessions, err := redislimit.NewCache[string](rdb)
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	ctx := context.Background()
 
 	lookup := func() {
@@ -82,7 +90,11 @@ func ExampleCache_GetOrLoad() {
 	mr, rdb := cacheExampleRedis()
 	defer mr.Close()
 	defer rdb.Close()
-	prices := redislimit.NewCache[int](rdb, redislimit.WithCacheJitter(0.1))
+	prices, err := redislimit.NewCache[int](rdb, redislimit.WithCacheJitter(0.1))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	ctx := context.Background()
 
 	loadPrice := func(ctx context.Context) (int, error) {
@@ -100,21 +112,57 @@ func ExampleCache_GetOrLoad() {
 	// 1999 <nil>
 }
 
-func ExampleWithCacheErrorHook() {
+func ExampleWithCacheLoadOnError() {
 	mr, rdb := cacheExampleRedis()
 	defer rdb.Close()
 	mr.Close() // Redis is down from the start
 
-	prices := redislimit.NewCache[int](rdb, redislimit.WithCacheErrorHook(func(op string, err error) {
-		// In a service: log it and count it in a metric.
-		var netErr net.Error
-		fmt.Println("cache", op, "failed; network error:", errors.As(err, &netErr))
-	}))
+	prices, err := redislimit.NewCache[int](rdb,
+		// GetOrLoad serves from the loader when Redis fails...
+		redislimit.WithCacheLoadOnError(),
+		// ...and the error still reaches the log.
+		redislimit.WithCacheOnError(func(ctx context.Context, err error) {
+			var netErr net.Error
+			fmt.Println("cache degraded; network error:", errors.As(err, &netErr))
+		}))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
 	p, err := prices.GetOrLoad(context.Background(), "sku-1", 5*time.Minute, func(context.Context) (int, error) {
 		return 1999, nil
 	})
 	fmt.Println(p, err)
 	// Output:
-	// cache get failed; network error: true
+	// cache degraded; network error: true
 	// 1999 <nil>
+}
+
+func ExampleWithCacheTimeout() {
+	// A server that accepts connections and never answers.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		panic(err)
+	}
+	defer ln.Close()
+	// Default options: go-redis would wait 3s for each read, and retry.
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String()})
+	defer rdb.Close()
+
+	sessions, err := redislimit.NewCache[string](rdb, redislimit.WithCacheTimeout(100*time.Millisecond))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	// Get gives up after 100ms (or at ctx's deadline, if that comes first).
+	_, found, err := sessions.Get(context.Background(), "s1")
+	fmt.Println(found, errors.Is(err, redislimit.ErrTimeout))
+	fmt.Println(err)
+
+	_, err = redislimit.NewCache[string](rdb, redislimit.WithCacheTimeout(0))
+	fmt.Println(errors.Is(err, redislimit.ErrInvalidConfig))
+	// Output:
+	// false true
+	// redislimit: cache get: redis call timed out after 100ms
+	// true
 }

@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -29,6 +30,16 @@ func cacheOutageClient(o *redis.Options) {
 	o.DialTimeout = time.Second
 	o.ReadTimeout = 500 * time.Millisecond
 	o.WriteTimeout = 500 * time.Millisecond
+}
+
+// newCache returns a cache built by NewCache, or fails tb.
+func newCache[T any](tb testing.TB, client redis.Cmdable, opts ...redislimit.CacheOption) *redislimit.Cache[T] {
+	tb.Helper()
+	c, err := redislimit.NewCache[T](client, opts...)
+	if err != nil {
+		tb.Fatalf("NewCache: %v", err)
+	}
+	return c
 }
 
 // cacheAdvance lets d pass for the backend's key expiry.
@@ -58,7 +69,7 @@ func cacheRedisErr(t *testing.T, call string, err error) {
 func TestCacheMissHitDelete(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		c := redislimit.NewCache[string](b.Client(t))
+		c := newCache[string](t, b.Client(t))
 
 		v, found, err := c.Get(ctx, "k")
 		if v != "" || found || err != nil {
@@ -97,13 +108,13 @@ func TestCacheKeyLayoutAndEncoding(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		rc := b.Client(t)
-		if err := redislimit.NewCache[string](rc).Set(ctx, "user42", "plain", time.Minute); err != nil {
+		if err := newCache[string](t, rc).Set(ctx, "user42", "plain", time.Minute); err != nil {
 			t.Fatalf("Set string: %v", err)
 		}
-		if err := redislimit.NewCache[[]byte](rc, redislimit.WithCachePrefix("bytes:")).Set(ctx, "user42", []byte{0, 0xff, '"'}, time.Minute); err != nil {
+		if err := newCache[[]byte](t, rc, redislimit.WithCachePrefix("bytes:")).Set(ctx, "user42", []byte{0, 0xff, '"'}, time.Minute); err != nil {
 			t.Fatalf("Set []byte: %v", err)
 		}
-		if err := redislimit.NewCache[item](rc, redislimit.WithCachePrefix("app:")).Set(ctx, "user42", item{N: 7}, time.Minute); err != nil {
+		if err := newCache[item](t, rc, redislimit.WithCachePrefix("app:")).Set(ctx, "user42", item{N: 7}, time.Minute); err != nil {
 			t.Fatalf("Set struct: %v", err)
 		}
 		tests := []struct {
@@ -159,7 +170,7 @@ func cacheSampleRecord() cacheRecord {
 func TestCacheCodecRoundTrip(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		c := redislimit.NewCache[cacheRecord](b.Client(t))
+		c := newCache[cacheRecord](t, b.Client(t))
 		want := cacheSampleRecord()
 		if err := c.Set(ctx, "rec", want, time.Minute); err != nil {
 			t.Fatalf("Set: %v", err)
@@ -212,7 +223,7 @@ func TestCacheCustomCodec(t *testing.T) {
 	rc := redistest.NewClient(t, m.Addr())
 	ctx := context.Background()
 	codec := &cacheCountingCodec{}
-	c := redislimit.NewCache[string](rc, redislimit.WithCacheCodec(codec))
+	c := newCache[string](t, rc, redislimit.WithCacheCodec(codec))
 	if err := c.Set(ctx, "k", "hi", time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
@@ -226,7 +237,7 @@ func TestCacheCustomCodec(t *testing.T) {
 		t.Errorf("codec calls: Marshal %d, Unmarshal %d; want 1 and 1", m, u)
 	}
 	// A nil codec keeps the default pass-through.
-	if err := redislimit.NewCache[string](rc, redislimit.WithCacheCodec(nil)).Set(ctx, "raw", "hi", time.Minute); err != nil {
+	if err := newCache[string](t, rc, redislimit.WithCacheCodec(nil)).Set(ctx, "raw", "hi", time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
 	if got, _ := m.Get("rc:{raw}"); got != "hi" {
@@ -242,7 +253,7 @@ func TestCacheCorruptValue(t *testing.T) {
 			if err := rc.Set(ctx, "rc:{bad}", raw, time.Minute).Err(); err != nil {
 				t.Fatalf("SET: %v", err)
 			}
-			c := redislimit.NewCache[cacheRecord](rc)
+			c := newCache[cacheRecord](t, rc)
 			v, found, err := c.Get(ctx, "bad")
 			if !errors.Is(err, redislimit.ErrCacheDecode) || found || !cmp.Equal(v, cacheRecord{}) {
 				t.Errorf("Get of %q = (%+v, %v, %v), want (zero, false, ErrCacheDecode)", raw, v, found, err)
@@ -271,7 +282,7 @@ func TestCacheEncodeError(t *testing.T) {
 	m := redistest.Mini(t)
 	rc := redistest.NewClient(t, m.Addr())
 	ctx := context.Background()
-	c := redislimit.NewCache[cacheUnencodable](rc)
+	c := newCache[cacheUnencodable](t, rc)
 	if err := c.Set(ctx, "k", cacheUnencodable{}, time.Minute); !errors.Is(err, redislimit.ErrCacheEncode) {
 		t.Errorf("Set: err = %v, want ErrCacheEncode", err)
 	}
@@ -293,7 +304,7 @@ func TestCacheTTLValidation(t *testing.T) {
 	m := redistest.Mini(t)
 	rc := redistest.NewClient(t, m.Addr())
 	ctx := context.Background()
-	c := redislimit.NewCache[string](rc)
+	c := newCache[string](t, rc)
 	load := func(context.Context) (string, error) {
 		t.Error("loader called with an invalid ttl")
 		return "x", nil
@@ -321,7 +332,7 @@ func TestCacheTTLExpiry(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		rc := b.Client(t)
-		c := redislimit.NewCache[string](rc)
+		c := newCache[string](t, rc)
 		const ttl = 200 * time.Millisecond
 		if err := c.Set(ctx, "k", "v", ttl); err != nil {
 			t.Fatalf("Set: %v", err)
@@ -364,7 +375,7 @@ func TestCacheJitterBounds(t *testing.T) {
 			n        = 40
 		)
 		lo, hi := time.Duration(float64(ttl)*(1-fraction)), time.Duration(float64(ttl)*(1+fraction))
-		c := redislimit.NewCache[int](rc, redislimit.WithCacheJitter(fraction))
+		c := newCache[int](t, rc, redislimit.WithCacheJitter(fraction))
 		items := map[string]int{}
 		for i := range n {
 			key := "j" + strconv.Itoa(i)
@@ -414,23 +425,32 @@ func TestCacheInvalidOptions(t *testing.T) {
 		{"jitter NaN", redislimit.WithCacheJitter(nan()), false},
 		{"prefix with {", redislimit.WithCachePrefix("app{"), false},
 		{"prefix with }", redislimit.WithCachePrefix("app}:"), false},
+		{"timeout 0", redislimit.WithCacheTimeout(0), false},
+		{"timeout -1s", redislimit.WithCacheTimeout(-time.Second), false},
 		{"jitter 0", redislimit.WithCacheJitter(0), true},
 		{"jitter 0.5", redislimit.WithCacheJitter(0.5), true},
 		{"jitter 0.999", redislimit.WithCacheJitter(0.999), true},
 		{"empty prefix", redislimit.WithCachePrefix(""), true},
+		{"timeout 1ns", redislimit.WithCacheTimeout(time.Nanosecond), true},
+		{"nil option", nil, true},
 	}
 	for _, tt := range tests {
-		c := redislimit.NewCache[string](rc, tt.opt)
-		setErr := c.Set(ctx, "k", "v", time.Minute)
-		_, _, getErr := c.Get(ctx, "k")
-		if tt.ok {
-			if setErr != nil || getErr != nil {
-				t.Errorf("%s: Set err = %v, Get err = %v, want nil", tt.name, setErr, getErr)
+		c, err := redislimit.NewCache[string](rc, tt.opt)
+		if !tt.ok {
+			if c != nil || !errors.Is(err, redislimit.ErrInvalidConfig) {
+				t.Errorf("%s: NewCache = (%v, %v), want (nil, ErrInvalidConfig)", tt.name, c, err)
 			}
 			continue
 		}
-		if !errors.Is(setErr, redislimit.ErrCacheConfig) || !errors.Is(getErr, redislimit.ErrCacheConfig) {
-			t.Errorf("%s: Set err = %v, Get err = %v, want ErrCacheConfig", tt.name, setErr, getErr)
+		if c == nil || err != nil {
+			t.Errorf("%s: NewCache = (%v, %v), want a cache", tt.name, c, err)
+		}
+	}
+	// Valid caches work; the failed ones wrote nothing.
+	for _, opt := range []redislimit.CacheOption{nil, redislimit.WithCachePrefix("")} {
+		c := newCache[string](t, rc, opt)
+		if err := c.Set(ctx, "k", "v", time.Minute); err != nil {
+			t.Errorf("Set: %v", err)
 		}
 	}
 	if n := len(m.Keys()); n != 2 {
@@ -441,45 +461,136 @@ func TestCacheInvalidOptions(t *testing.T) {
 func nan() float64 { var zero float64; return zero / zero }
 
 func TestCacheNilClient(t *testing.T) {
+	clients := map[string]redis.Cmdable{
+		"nil interface":      nil,
+		"nil *redis.Client":  (*redis.Client)(nil),
+		"nil *ClusterClient": (*redis.ClusterClient)(nil),
+		"nil *Ring":          (*redis.Ring)(nil),
+	}
+	for name, rc := range clients {
+		c, err := redislimit.NewCache[string](rc)
+		if c != nil || !errors.Is(err, redislimit.ErrNilClient) {
+			t.Errorf("%s: NewCache = (%v, %v), want (nil, ErrNilClient)", name, c, err)
+		}
+		// A bad option does not hide the nil client.
+		c, err = redislimit.NewCache[string](rc, redislimit.WithCacheJitter(5), nil)
+		if c != nil || !errors.Is(err, redislimit.ErrNilClient) {
+			t.Errorf("%s with a bad option: NewCache = (%v, %v), want (nil, ErrNilClient)", name, c, err)
+		}
+	}
+}
+
+// A Cache that NewCache did not build says so from every method, with an
+// error wrapping ErrInvalidConfig, and does not panic.
+func TestCacheNotBuilt(t *testing.T) {
 	ctx := context.Background()
 	caches := map[string]*redislimit.Cache[string]{
-		"nil interface":       redislimit.NewCache[string](nil),
-		"nil *redis.Client":   redislimit.NewCache[string]((*redis.Client)(nil)),
-		"nil *ClusterClient":  redislimit.NewCache[string]((*redis.ClusterClient)(nil)),
-		"zero Cache":          new(redislimit.Cache[string]),
-		"nil *Cache":          nil,
-		"nil client, options": redislimit.NewCache[string](nil, redislimit.WithCacheJitter(5), nil),
+		"zero Cache": new(redislimit.Cache[string]),
+		"nil *Cache": nil,
 	}
 	for name, c := range caches {
 		t.Run(name, func(t *testing.T) {
-			if _, found, err := c.Get(ctx, "k"); found || !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("Get = (_, %v, %v), want ErrCacheNilClient", found, err)
+			check := func(method string, err error) {
+				t.Helper()
+				if !errors.Is(err, redislimit.ErrInvalidConfig) || !strings.Contains(err.Error(), "not built with NewCache") {
+					t.Errorf("%s = %v, want ErrInvalidConfig saying the cache was not built with NewCache", method, err)
+				}
 			}
-			if err := c.Set(ctx, "k", "v", time.Minute); !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("Set = %v, want ErrCacheNilClient", err)
+			_, found, err := c.Get(ctx, "k")
+			if found {
+				t.Error("Get found a value")
 			}
-			if err := c.Delete(ctx, "k"); !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("Delete = %v, want ErrCacheNilClient", err)
-			}
-			_, err := c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (string, error) {
+			check("Get", err)
+			check("Set", c.Set(ctx, "k", "v", time.Minute))
+			check("Delete", c.Delete(ctx, "k"))
+			_, err = c.GetOrLoad(ctx, "k", time.Minute, func(context.Context) (string, error) {
 				t.Error("loader called without a client")
 				return "", nil
 			})
-			if !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("GetOrLoad = %v, want ErrCacheNilClient", err)
+			check("GetOrLoad", err)
+			m, err := c.GetMany(ctx, []string{"k"})
+			if m != nil {
+				t.Errorf("GetMany returned %v, want nil", m)
 			}
-			if m, err := c.GetMany(ctx, []string{"k"}); m != nil || !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("GetMany = (%v, %v), want (nil, ErrCacheNilClient)", m, err)
-			}
-			if err := c.SetMany(ctx, map[string]string{"k": "v"}, time.Minute); !errors.Is(err, redislimit.ErrCacheNilClient) {
-				t.Errorf("SetMany = %v, want ErrCacheNilClient", err)
-			}
+			check("GetMany", err)
+			check("SetMany", c.SetMany(ctx, map[string]string{"k": "v"}, time.Minute))
 		})
 	}
 }
 
+// Keys follow the Limiter's rules: "" and keys over MaxKeyLen bytes are
+// refused with the Limiter's sentinels, before anything is sent, without a
+// call of OnError, and the key never appears in the message.
+func TestCacheKeyRules(t *testing.T) {
+	m := redistest.Mini(t)
+	rc := redistest.NewClient(t, m.Addr())
+	cacheWarm(t, rc)
+	var rt cacheCmdCounter
+	rc.AddHook(&rt)
+	var log cacheErrLog
+	c := newCache[string](t, rc, redislimit.WithCacheOnError(log.onError), redislimit.WithCacheLoadOnError())
+	ctx := context.Background()
+	long := strings.Repeat("secret-", redislimit.MaxKeyLen/7+1)
+	load := func(context.Context) (string, error) {
+		t.Error("loader called for a bad key")
+		return "", nil
+	}
+	for _, tt := range []struct {
+		name string
+		key  string
+		want error
+	}{
+		{"empty", "", redislimit.ErrEmptyKey},
+		{"MaxKeyLen+1", long[:redislimit.MaxKeyLen+1], redislimit.ErrKeyTooLong},
+		{"long", long, redislimit.ErrKeyTooLong},
+	} {
+		check := func(method string, err error) {
+			t.Helper()
+			if !errors.Is(err, tt.want) {
+				t.Errorf("%s key: %s = %v, want %v", tt.name, method, err, tt.want)
+			}
+			if err != nil && tt.key != "" && strings.Contains(err.Error(), "secret") {
+				t.Errorf("%s key: %s error %q holds the key", tt.name, method, err)
+			}
+		}
+		_, found, err := c.Get(ctx, tt.key)
+		if found {
+			t.Errorf("%s key: Get found a value", tt.name)
+		}
+		check("Get", err)
+		check("Set", c.Set(ctx, tt.key, "v", time.Minute))
+		check("Delete", c.Delete(ctx, tt.key))
+		_, err = c.GetOrLoad(ctx, tt.key, time.Minute, load)
+		check("GetOrLoad", err)
+		got, err := c.GetMany(ctx, []string{"fine", tt.key})
+		if got != nil {
+			t.Errorf("%s key: GetMany returned %v, want nil", tt.name, got)
+		}
+		check("GetMany", err)
+		check("SetMany", c.SetMany(ctx, map[string]string{"fine": "v", tt.key: "v"}, time.Minute))
+	}
+	if n := rt.n.Load(); n != 0 {
+		t.Errorf("%d round trips for bad keys, want none", n)
+	}
+	if n := len(m.Keys()); n != 0 {
+		t.Errorf("%d keys written for bad keys, want none", n)
+	}
+	if n := log.count(); n != 0 {
+		t.Errorf("OnError called %d times for bad keys, want none", n)
+	}
+
+	// The longest key is a key like any other.
+	maxKey := long[:redislimit.MaxKeyLen]
+	if err := c.Set(ctx, maxKey, "v", time.Minute); err != nil {
+		t.Fatalf("Set with a key of MaxKeyLen bytes: %v", err)
+	}
+	if v, found, err := c.Get(ctx, maxKey); v != "v" || !found || err != nil {
+		t.Errorf("Get with a key of MaxKeyLen bytes = (%q, %v, %v), want (\"v\", true, nil)", v, found, err)
+	}
+}
+
 func TestCacheNilLoader(t *testing.T) {
-	c := redislimit.NewCache[string](redistest.NewClient(t, redistest.Mini(t).Addr()))
+	c := newCache[string](t, redistest.NewClient(t, redistest.Mini(t).Addr()))
 	if _, err := c.GetOrLoad(context.Background(), "k", time.Minute, nil); !errors.Is(err, redislimit.ErrCacheNilLoader) {
 		t.Errorf("GetOrLoad(nil loader) = %v, want ErrCacheNilLoader", err)
 	}
@@ -487,7 +598,7 @@ func TestCacheNilLoader(t *testing.T) {
 
 func TestCacheCancelledContext(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		c := redislimit.NewCache[string](b.Client(t))
+		c := newCache[string](t, b.Client(t))
 		ctx, cancel := context.WithCancel(context.Background())
 		cancel()
 		if _, found, err := c.Get(ctx, "k"); found || !errors.Is(err, context.Canceled) {
@@ -510,7 +621,7 @@ func TestCacheLoaderErrorNotCached(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		rc := b.Client(t)
-		c := redislimit.NewCache[string](rc)
+		c := newCache[string](t, rc)
 		errBoom := errors.New("database down")
 		var loads atomic.Int64
 		fail := func(context.Context) (string, error) {
@@ -539,7 +650,7 @@ func TestCacheLoaderErrorNotCached(t *testing.T) {
 func TestCacheGetOrLoadConcurrentLoadsOnce(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
-		c := redislimit.NewCache[cacheRecord](b.Client(t))
+		c := newCache[cacheRecord](t, b.Client(t))
 		want := cacheSampleRecord()
 		var loads atomic.Int64
 		load := func(context.Context) (cacheRecord, error) {
@@ -581,7 +692,7 @@ func TestCacheGetOrLoadConcurrentLoadsOnce(t *testing.T) {
 
 func TestCacheGetOrLoadWaiterCancel(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		c := redislimit.NewCache[string](b.Client(t))
+		c := newCache[string](t, b.Client(t))
 		started, release := make(chan struct{}), make(chan struct{})
 		var loads atomic.Int64
 		var loadCtxErr atomic.Value
@@ -659,48 +770,84 @@ func TestCacheGetOrLoadWaiterCancel(t *testing.T) {
 	})
 }
 
-// cacheHookRecorder collects the errors a cache hands to its hook.
-type cacheHookRecorder struct {
+// cacheErrLog records the errors a cache passes to WithCacheOnError.
+type cacheErrLog struct {
 	mu   sync.Mutex
-	ops  []string
 	errs []error
+	ctxs []context.Context
 }
 
-func (r *cacheHookRecorder) hook(op string, err error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ops = append(r.ops, op)
-	r.errs = append(r.errs, err)
+func (l *cacheErrLog) onError(ctx context.Context, err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.errs = append(l.errs, err)
+	l.ctxs = append(l.ctxs, ctx)
 }
 
-func (r *cacheHookRecorder) calls() ([]string, []error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]string(nil), r.ops...), append([]error(nil), r.errs...)
+func (l *cacheErrLog) count() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.errs)
+}
+
+// take returns the errors and contexts recorded since the last take.
+func (l *cacheErrLog) take() ([]error, []context.Context) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	errs, ctxs := l.errs, l.ctxs
+	l.errs, l.ctxs = nil, nil
+	return errs, ctxs
+}
+
+// cacheCallerKey marks the context of a test's calls, so that a test can
+// tell it apart in OnError.
+type cacheCallerKey struct{}
+
+// cacheObserved fails t unless log holds exactly one error since its last
+// take, err itself, passed with a context carrying cacheCallerKey.
+func cacheObserved(t *testing.T, call string, log *cacheErrLog, err error) {
+	t.Helper()
+	errs, ctxs := log.take()
+	if len(errs) != 1 || errs[0] != err {
+		t.Errorf("%s: OnError got %v, want the error once: %v", call, errs, err)
+		return
+	}
+	if ctxs[0].Value(cacheCallerKey{}) == nil {
+		t.Errorf("%s: OnError got a context without the caller's values", call)
+	}
 }
 
 // cacheCheckOutage runs every method against a client whose Redis is gone
-// and checks that each reports the failure.
+// and checks that each returns the failure and passes it to OnError.
 func cacheCheckOutage(t *testing.T, rc redis.Cmdable) {
 	t.Helper()
-	ctx := context.Background()
-	c := redislimit.NewCache[string](rc)
+	ctx := context.WithValue(context.Background(), cacheCallerKey{}, "caller")
+	var log cacheErrLog
+	c := newCache[string](t, rc, redislimit.WithCacheOnError(log.onError))
 
 	v, found, err := c.Get(ctx, "k")
 	if found || v != "" {
 		t.Errorf("Get during outage = (%q, %v, _), want (\"\", false, _)", v, found)
 	}
 	cacheRedisErr(t, "Get", err)
-	cacheRedisErr(t, "Set", c.Set(ctx, "k", "v", time.Minute))
-	cacheRedisErr(t, "Delete", c.Delete(ctx, "k"))
+	cacheObserved(t, "Get", &log, err)
+	err = c.Set(ctx, "k", "v", time.Minute)
+	cacheRedisErr(t, "Set", err)
+	cacheObserved(t, "Set", &log, err)
+	err = c.Delete(ctx, "k")
+	cacheRedisErr(t, "Delete", err)
+	cacheObserved(t, "Delete", &log, err)
 	m, err := c.GetMany(ctx, []string{"a", "b"})
 	if m != nil {
 		t.Errorf("GetMany during outage returned %v, want nil", m)
 	}
 	cacheRedisErr(t, "GetMany", err)
-	cacheRedisErr(t, "SetMany", c.SetMany(ctx, map[string]string{"a": "1", "b": "2"}, time.Minute))
+	cacheObserved(t, "GetMany", &log, err)
+	err = c.SetMany(ctx, map[string]string{"a": "1", "b": "2"}, time.Minute)
+	cacheRedisErr(t, "SetMany", err)
+	cacheObserved(t, "SetMany", &log, err)
 
-	// Without a hook GetOrLoad returns the error and does not load.
+	// By default GetOrLoad returns the error and does not load.
 	var loads atomic.Int64
 	load := func(context.Context) (string, error) {
 		loads.Add(1)
@@ -708,30 +855,30 @@ func cacheCheckOutage(t *testing.T, rc redis.Cmdable) {
 	}
 	v, err = c.GetOrLoad(ctx, "k", time.Minute, load)
 	if v != "" || loads.Load() != 0 {
-		t.Errorf("GetOrLoad without hook = %q after %d loads, want \"\" and no load", v, loads.Load())
+		t.Errorf("GetOrLoad = %q after %d loads, want \"\" and no load", v, loads.Load())
 	}
-	cacheRedisErr(t, "GetOrLoad without hook", err)
+	cacheRedisErr(t, "GetOrLoad", err)
+	cacheObserved(t, "GetOrLoad", &log, err)
 
-	// With a hook it serves from the loader and hands the error over.
-	var rec cacheHookRecorder
-	hooked := redislimit.NewCache[string](rc, redislimit.WithCacheErrorHook(rec.hook))
-	v, err = hooked.GetOrLoad(ctx, "k", time.Minute, load)
+	// WithCacheLoadOnError serves from the loader; OnError still sees the
+	// read's error, and no write follows it.
+	serving := newCache[string](t, rc, redislimit.WithCacheOnError(log.onError), redislimit.WithCacheLoadOnError())
+	v, err = serving.GetOrLoad(ctx, "k", time.Minute, load)
 	if v != "from db" || err != nil || loads.Load() != 1 {
-		t.Errorf("GetOrLoad with hook = (%q, %v) after %d loads, want (\"from db\", nil) after 1", v, err, loads.Load())
+		t.Errorf("GetOrLoad with WithCacheLoadOnError = (%q, %v) after %d loads, want (\"from db\", nil) after 1", v, err, loads.Load())
 	}
-	ops, errs := rec.calls()
-	if diff := cmp.Diff([]string{"get"}, ops); diff != "" {
-		t.Errorf("hook ops (-want +got):\n%s", diff)
+	errs, _ := log.take()
+	if len(errs) != 1 {
+		t.Fatalf("GetOrLoad with WithCacheLoadOnError: OnError got %v, want the read's error once", errs)
 	}
-	for _, err := range errs {
-		cacheRedisErr(t, "hooked error", err)
+	cacheRedisErr(t, "the error GetOrLoad passed to OnError", errs[0])
+	if !strings.Contains(errs[0].Error(), "cache get") {
+		t.Errorf("GetOrLoad passed %q to OnError, want the read's error", errs[0])
 	}
-	// The hook is for GetOrLoad only: Get still returns its error.
-	_, _, err = hooked.Get(ctx, "k")
-	cacheRedisErr(t, "Get with hook", err)
-	if ops, _ := rec.calls(); len(ops) != 1 {
-		t.Errorf("hook called %d times, want once (Get must not call it)", len(ops))
-	}
+	// It is for GetOrLoad only: Get still returns its error.
+	_, _, err = serving.Get(ctx, "k")
+	cacheRedisErr(t, "Get with WithCacheLoadOnError", err)
+	cacheObserved(t, "Get with WithCacheLoadOnError", &log, err)
 }
 
 func TestCacheOutageClosedPort(t *testing.T) {
@@ -747,7 +894,7 @@ func TestCacheOutageServerStopped(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
 		ctx := context.Background()
 		rc := b.Client(t, cacheOutageClient)
-		c := redislimit.NewCache[string](rc)
+		c := newCache[string](t, rc)
 		if err := c.Set(ctx, "k", "cached", time.Minute); err != nil {
 			t.Fatalf("Set: %v", err)
 		}
@@ -770,7 +917,7 @@ func TestCacheOutageTimeout(t *testing.T) {
 		o.ReadTimeout = 100 * time.Millisecond
 	})
 	ctx := context.Background()
-	c := redislimit.NewCache[string](rc)
+	c := newCache[string](t, rc)
 	if err := c.Set(ctx, "k", "v", time.Minute); err != nil {
 		t.Fatalf("Set: %v", err)
 	}
@@ -808,27 +955,26 @@ func (cacheSetFailer) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.
 
 func TestCacheGetOrLoadWriteFailure(t *testing.T) {
 	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
-		ctx := context.Background()
+		ctx := context.WithValue(context.Background(), cacheCallerKey{}, "caller")
 		rc := b.Client(t)
 		rc.AddHook(cacheSetFailer{})
 		load := func(context.Context) (string, error) { return "from db", nil }
+		var log cacheErrLog
 
-		v, err := redislimit.NewCache[string](rc).GetOrLoad(ctx, "k", time.Minute, load)
+		v, err := newCache[string](t, rc, redislimit.WithCacheOnError(log.onError)).GetOrLoad(ctx, "k", time.Minute, load)
 		if v != "" || !errors.Is(err, errCacheSetRefused) {
-			t.Errorf("GetOrLoad without hook = (%q, %v), want (\"\", the SET error)", v, err)
+			t.Errorf("GetOrLoad = (%q, %v), want (\"\", the SET error)", v, err)
 		}
+		cacheObserved(t, "GetOrLoad", &log, err)
 
-		var rec cacheHookRecorder
-		v, err = redislimit.NewCache[string](rc, redislimit.WithCacheErrorHook(rec.hook)).GetOrLoad(ctx, "k", time.Minute, load)
+		c := newCache[string](t, rc, redislimit.WithCacheOnError(log.onError), redislimit.WithCacheLoadOnError())
+		v, err = c.GetOrLoad(ctx, "k", time.Minute, load)
 		if v != "from db" || err != nil {
-			t.Errorf("GetOrLoad with hook = (%q, %v), want (\"from db\", nil)", v, err)
+			t.Errorf("GetOrLoad with WithCacheLoadOnError = (%q, %v), want (\"from db\", nil)", v, err)
 		}
-		ops, errs := rec.calls()
-		if diff := cmp.Diff([]string{"set"}, ops); diff != "" {
-			t.Errorf("hook ops (-want +got):\n%s", diff)
-		}
-		if len(errs) == 1 && !errors.Is(errs[0], errCacheSetRefused) {
-			t.Errorf("hooked error = %v, want the SET error", errs[0])
+		errs, _ := log.take()
+		if len(errs) != 1 || !errors.Is(errs[0], errCacheSetRefused) {
+			t.Errorf("GetOrLoad with WithCacheLoadOnError: OnError got %v, want the SET error once", errs)
 		}
 	})
 }
@@ -875,7 +1021,7 @@ func TestCacheGetManySetMany(t *testing.T) {
 		cacheWarm(t, rc)
 		var rt cacheCmdCounter
 		rc.AddHook(&rt)
-		c := redislimit.NewCache[item](rc)
+		c := newCache[item](t, rc)
 
 		items := map[string]item{"a": {1, "ä"}, "b": {2, "b"}, "c": {3, ""}}
 		if err := c.SetMany(ctx, items, time.Minute); err != nil {
@@ -948,7 +1094,7 @@ func TestCacheCluster(t *testing.T) {
 	cl := redistest.StartCluster(t, 3, 0)
 	ctx := context.Background()
 	rc := cl.Client()
-	c := redislimit.NewCache[int](rc, redislimit.WithCachePrefix("shop:price:"))
+	c := newCache[int](t, rc, redislimit.WithCachePrefix("shop:price:"))
 
 	// Keys on every master, so that one batch spans all of them.
 	items := map[string]int{}
@@ -1011,7 +1157,7 @@ func FuzzCacheGet(f *testing.F) {
 	}
 	m := redistest.Mini(f)
 	rc := redistest.NewClient(f, m.Addr())
-	c := redislimit.NewCache[cacheRecord](rc)
+	c := newCache[cacheRecord](f, rc)
 	ctx := context.Background()
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		if err := m.Set("rc:{k}", string(raw)); err != nil {

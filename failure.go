@@ -50,12 +50,12 @@ func (p FailurePolicy) String() string {
 }
 
 // Errors that come from Redis or its reply, wrapped with the algorithm's
-// name; match them with [errors.Is]. Any other error from Redis (a
+// name (a [Cache]'s with its operation); match them with [errors.Is]. Any other error from Redis (a
 // connection refused, an error reply) is returned wrapped the same way.
 var (
 	// ErrTimeout is returned, wrapping the underlying error if there is one,
 	// when Redis did not answer a call within the limiter's timeout
-	// ([WithTimeout]).
+	// ([WithTimeout]), or a [Cache]'s ([WithCacheTimeout]).
 	ErrTimeout = errors.New("redislimit: redis call timed out")
 	// ErrCircuitOpen is returned when the limiter did not call Redis at all:
 	// its circuit breaker is open, or too many timed-out calls are still
@@ -64,7 +64,9 @@ var (
 	// last of them started, and stays open for 500ms; then one probe call
 	// goes to Redis, and its success closes the breaker (its failure
 	// opens it again). Redis answering about one call (an error reply
-	// such as WRONGTYPE, a malformed reply) does not count as a failure.
+	// such as WRONGTYPE, a malformed reply) does not count as a failure. A [Cache]
+	// returns it, without calling Redis, while too many of its calls are
+	// still waiting.
 	ErrCircuitOpen = errors.New("redislimit: circuit open, redis not called")
 	// ErrMalformedReply is returned, wrapped with a description, when a
 	// script's reply breaks the contract of [Algorithm.Body]: Redis

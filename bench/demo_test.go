@@ -380,7 +380,10 @@ func TestCacheOutage(t *testing.T) {
 	})
 	t.Cleanup(func() { _ = c.Close() })
 	prefix := target.Key(t.Name()) + ":"
-	cache := redislimit.NewCache[string](c, redislimit.WithCachePrefix(prefix))
+	cache, err := redislimit.NewCache[string](c, redislimit.WithCachePrefix(prefix))
+	if err != nil {
+		t.Fatal(err)
+	}
 	naiveKey := prefix + "naive:profile:42"
 	if err := cache.Set(ctx, "profile:42", "alice", time.Hour); err != nil {
 		t.Fatal(err)

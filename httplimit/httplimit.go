@@ -57,8 +57,10 @@ var (
 	// ErrNilLimiter is returned when the limiter is nil.
 	ErrNilLimiter = errors.New("httplimit: nil limiter")
 	// ErrInvalidOption is returned, wrapped with a description, when an
-	// option's value is out of range.
-	ErrInvalidOption = errors.New("httplimit: invalid option")
+	// option's value is out of range. It is [redislimit.ErrInvalidConfig]:
+	// httplimit reports bad options with the module's one configuration
+	// sentinel, so errors.Is matches either name.
+	ErrInvalidOption = redislimit.ErrInvalidConfig
 )
 
 // QuotaExceededType is the problem type of the body of a denied request.

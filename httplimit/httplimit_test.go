@@ -434,8 +434,13 @@ func TestNewValidates(t *testing.T) {
 		httplimit.WithTrustedProxies(netip.Prefix{}),
 		httplimit.WithForwardedHeader("X-Real-IP"),
 	} {
-		if _, err := httplimit.New(lim, o); !errors.Is(err, httplimit.ErrInvalidOption) {
+		_, err := httplimit.New(lim, o)
+		if !errors.Is(err, httplimit.ErrInvalidOption) {
 			t.Errorf("New with a bad option = %v, want ErrInvalidOption", err)
+		}
+		// The module has one configuration sentinel.
+		if !errors.Is(err, redislimit.ErrInvalidConfig) {
+			t.Errorf("New with a bad option = %v, want it to match redislimit.ErrInvalidConfig too", err)
 		}
 	}
 }
