@@ -112,7 +112,7 @@ func (s *sender) sendAlone(ctx context.Context, r request, deadline time.Time, l
 		}
 		return send(cctx, s.client, &r)
 	}
-	return s.onWorker(ctx, newCall(r, deadline, callQueued))
+	return s.onWorker(job{ctx: ctx, call: newCall(r, deadline, callQueued)})
 }
 
 // callMany sends reqs together, in one pipeline when the client can
@@ -139,9 +139,7 @@ func (s *sender) callMany(ctx context.Context, reqs []request) ([]any, []error, 
 		sendAll(cctx, s.client, batch)
 		cancel()
 	} else {
-		c := newCall(request{}, deadline, callQueued)
-		c.batch = batch
-		_, err = s.onWorker(ctx, c)
+		_, err = s.onWorker(job{ctx: ctx, call: newCall(request{}, deadline, callQueued), batch: batch})
 	}
 	if err == nil {
 		replies, errs := make([]any, len(reqs)), make([]error, len(reqs))
@@ -222,19 +220,20 @@ func callerDone(ctx context.Context) error {
 	return nil
 }
 
-// onWorker sends c, a call not yet handed to anyone, on a worker, for a
-// client that does not bound socket reads by a context's deadline, and
-// waits for it until its deadline or ctx's end. A call the caller gave up
-// on counts as abandoned until the worker is done with it, bounded by
-// go-redis's own timeouts; past maxAbandoned such calls, no call is sent.
-func (s *sender) onWorker(ctx context.Context, c *call) (any, error) {
+// onWorker sends j, whose call is not yet handed to anyone, on a worker,
+// for a client that does not bound socket reads by a context's deadline,
+// and waits for it until the call's deadline or the end of j's context. A
+// call the caller gave up on counts as abandoned until the worker is done
+// with it, bounded by go-redis's own timeouts; past maxAbandoned such
+// calls, no call is sent.
+func (s *sender) onWorker(j job) (any, error) {
 	if s.abandoned.Load() >= maxAbandoned {
-		c.recycle()
+		j.call.recycle()
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	c.ctx, c.sender = ctx, s
-	dispatch(c)
-	reply, err, gaveUp := c.wait(ctx)
+	j.sender = s
+	dispatch(j)
+	reply, err, gaveUp := j.call.wait(j.ctx)
 	if gaveUp {
 		// The worker finishes on its own and drops the call.
 		s.abandoned.Add(1)
@@ -252,7 +251,8 @@ const (
 
 // A call is a request whose caller waits for another goroutine to send
 // it: a worker, for clients that do not bound socket reads by a context's
-// deadline, or the sender of a batch. The caller stops waiting at its
+// deadline (where the call may stand for a whole pipeline, the job's
+// batch), or the sender of a batch. The caller stops waiting at its
 // deadline while the other goroutine finishes, bounded by go-redis's own
 // dial, pool and socket timeouts. The two agree through state on who owns
 // the call once it is over: the caller when it finished in time (it reads
@@ -268,11 +268,6 @@ type call struct {
 	deadline time.Time
 	reply    any
 	err      error
-
-	// For a call sent on a worker:
-	ctx    context.Context // the caller's
-	sender *sender         // whose abandoned count a late finish lowers
-	batch  []*call         // sent together instead of request, when not nil
 }
 
 var callPool = sync.Pool{New: func() any {
@@ -292,7 +287,6 @@ func newCall(r request, deadline time.Time, state int32) *call {
 func (c *call) recycle() {
 	c.timer.Stop()
 	c.request, c.reply, c.err = request{}, nil, nil
-	c.ctx, c.sender, c.batch = nil, nil, nil
 	callPool.Put(c)
 }
 
@@ -330,10 +324,18 @@ func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 	return reply, err, false
 }
 
-// run sends c on a worker and hands the outcome to the waiting caller,
-// or, if the caller gave up, drops it.
-func (c *call) run() {
-	s := c.sender
+// A job is a call for a worker to send, and what sending it needs.
+type job struct {
+	call   *call
+	ctx    context.Context // the caller's
+	sender *sender         // whose client sends, and whose abandoned count a late finish lowers
+	batch  []*call         // sent together instead of call's request, when not nil
+}
+
+// run sends j's call on a worker and hands the outcome to the waiting
+// caller, or, if the caller gave up, drops it.
+func (j job) run() {
+	c, s := j.call, j.sender
 	if !c.state.CompareAndSwap(callQueued, callSent) {
 		// The caller gave up before the worker came to it: never sent.
 		s.abandoned.Add(-1)
@@ -342,9 +344,9 @@ func (c *call) run() {
 	// The deadline bounds go-redis's pool waits and dials, so that a call
 	// is not sent long after its caller gave up; socket reads ignore it on
 	// the clients that come here.
-	ctx, cancel := context.WithDeadline(c.ctx, c.deadline)
-	if c.batch != nil {
-		sendAll(ctx, s.client, c.batch)
+	ctx, cancel := context.WithDeadline(j.ctx, c.deadline)
+	if j.batch != nil {
+		sendAll(ctx, s.client, j.batch)
 	} else {
 		c.reply, c.err = send(ctx, s.client, &c.request)
 	}
@@ -354,29 +356,30 @@ func (c *call) run() {
 	}
 }
 
-// workCh hands calls to idle workers.
-var workCh = make(chan *call)
+// workCh hands jobs to idle workers.
+var workCh = make(chan job)
 
-// dispatch runs c on an idle worker, or on a new one.
-func dispatch(c *call) {
+// dispatch runs j on an idle worker, or on a new one.
+func dispatch(j job) {
 	select {
-	case workCh <- c:
+	case workCh <- j:
 	default:
-		go worker(c)
+		go worker(j)
 	}
 }
 
-// worker runs calls until none has come for workerIdle. Workers are shared
-// by every Limiter and end by themselves, so none outlives its last call by
+// worker runs jobs until none has come for workerIdle. Workers are shared
+// by every Limiter and end by themselves, so none outlives its last job by
 // more than workerIdle.
-func worker(c *call) {
+func worker(j job) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		c.run()
+		j.run()
+		j = job{} // holds nothing of the caller's while idle
 		idle.Reset(workerIdle)
 		select {
-		case c = <-workCh:
+		case j = <-workCh:
 		case <-idle.C:
 			return
 		}
