@@ -657,7 +657,9 @@ func TestQuotas(t *testing.T) {
 		{redislimit.TokenBucket(2, s, 10), []redislimit.Quota{{Limit: 10, Window: 5 * s}}},
 		{redislimit.All(redislimit.TokenBucket(1, s, 3), redislimit.FixedWindow(100, time.Hour)),
 			[]redislimit.Quota{{Limit: 3, Window: 3 * s}, {Limit: 100, Window: time.Hour}}},
-		{dailyQuota{limit: 4}, []redislimit.Quota{{Limit: 4}}},
+		// An algorithm defined elsewhere gives its Window, or none.
+		{dailyQuota{limit: 4}, []redislimit.Quota{{Limit: 4, Window: 24 * time.Hour}}},
+		{bodyOnly{redislimit.FixedWindow(6, time.Minute)}, []redislimit.Quota{{Limit: 6}}},
 	}
 	for _, tt := range tests {
 		lim, err := redislimit.New(c, tt.alg)

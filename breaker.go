@@ -16,7 +16,8 @@ import (
 // opens it again. The second condition keeps a busy process, whose calls
 // time out while waiting for its own CPU or connection pool even as Redis
 // answers others, from shutting itself off. Its methods are safe for
-// concurrent use.
+// concurrent use. It reads no clock: every method takes the time it
+// needs.
 type breaker struct {
 	threshold int32
 	cooldown  time.Duration
@@ -27,14 +28,14 @@ type breaker struct {
 	probing   atomic.Bool  // a probe is in flight
 }
 
-// allow reports whether a call may go to Redis now, and whether it is the
-// probe of a half-open breaker.
-func (b *breaker) allow() (ok, probe bool) {
+// allow reports whether a call may go to Redis at now, and whether it is
+// the probe of a half-open breaker.
+func (b *breaker) allow(now time.Time) (ok, probe bool) {
 	until := b.openUntil.Load()
 	if until == 0 {
 		return true, false
 	}
-	if time.Now().UnixNano() < until {
+	if now.UnixNano() < until {
 		return false, false
 	}
 	if b.probing.CompareAndSwap(false, true) {
@@ -43,12 +44,12 @@ func (b *breaker) allow() (ok, probe bool) {
 	return false, false
 }
 
-// success records a call that Redis answered.
-func (b *breaker) success() {
+// success records a call that Redis answered, at now.
+func (b *breaker) success(now time.Time) {
 	// At most one store a millisecond, so that busy limiters do not fight
 	// over the cache line.
-	if now := time.Now().UnixNano(); now-b.lastOK.Load() > int64(time.Millisecond) {
-		b.lastOK.Store(now)
+	if ns := now.UnixNano(); ns-b.lastOK.Load() > int64(time.Millisecond) {
+		b.lastOK.Store(ns)
 	}
 	if b.failures.Load() != 0 {
 		b.failures.Store(0)
@@ -59,11 +60,11 @@ func (b *breaker) success() {
 	}
 }
 
-// failure records a call, started at start (Unix ns), that Redis did not
-// answer.
-func (b *breaker) failure(probe bool, start int64) {
-	if n := b.failures.Add(1); probe || n >= b.threshold && b.lastOK.Load() < start {
-		b.openUntil.Store(time.Now().Add(b.cooldown).UnixNano())
+// failure records a call, started at start, that Redis did not answer, as
+// of now.
+func (b *breaker) failure(probe bool, start, now time.Time) {
+	if n := b.failures.Add(1); probe || n >= b.threshold && b.lastOK.Load() < start.UnixNano() {
+		b.openUntil.Store(now.Add(b.cooldown).UnixNano())
 		b.probing.Store(false)
 	}
 }

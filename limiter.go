@@ -2,17 +2,12 @@ package redislimit
 
 import (
 	"context"
-	"crypto/sha256"
 	_ "embed"
-	"encoding/hex"
 	"errors"
 	"fmt"
-	"hash"
-	"math/rand/v2"
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -84,13 +79,10 @@ type Limiter struct {
 	instances int
 	onError   func(context.Context, error)
 	timeout   time.Duration
-	inline    bool // the client bounds socket reads by context deadlines
 	maxBatch  int
-	transport *transport // shared by the limiters on client; nil: every call alone
-	denyKeys  int        // WithDenyCache's bound; 0: no deny cache
+	sender    *sender // nil for NewLocal
+	denyKeys  int     // WithDenyCache's bound; 0: no deny cache
 	denials   *denials
-	breaker   breaker
-	abandoned atomic.Int32 // calls that timed out and still wait for Redis
 
 	turns   turns    // of Wait's callers, by key
 	observe Observer // nil: none
@@ -106,14 +98,7 @@ var resetLua string
 
 // resetProgram deletes one limiter key. It is a script, not DEL, because a
 // Limiter holds only a [redis.Scripter].
-var resetProgram = newProgram(redis.NewScript(resetLua))
-
-// Values reused for every call, so that passing them allocates nothing.
-var (
-	argRedisTime any = ""
-	argConsume   any = "1"
-	argReport    any = "0"
-)
+var resetProgram = newProgram(resetLua)
 
 // New returns a Limiter that runs alg on client. Any [redis.Scripter] works:
 // *redis.Client, *redis.ClusterClient, *redis.Ring, failover clients and
@@ -154,7 +139,6 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		instances: 1,
 		timeout:   DefaultTimeout,
 		maxBatch:  DefaultBatchSize,
-		breaker:   breaker{threshold: breakerThreshold, cooldown: breakerCooldown},
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -209,9 +193,8 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 			l.quotas[i].Limit = int(localUnits(l.quotas[i].Limit, l.instances))
 		}
 	} else {
-		l.prog = newProgram(redis.NewScript(src))
-		l.inline = honoursDeadlines(client)
-		l.transport = sharedTransport(client, l.maxBatch)
+		l.prog = newProgram(src)
+		l.sender = newSender(client, l.timeout, l.maxBatch)
 		if l.denyKeys > 0 {
 			l.denials = newDenials(l.denyKeys)
 		}
@@ -245,7 +228,8 @@ func (l *Limiter) Quotas() []Quota {
 // Allow reports whether one call on key is allowed now, and consumes one
 // unit if it is. It is AllowN(ctx, key, 1).
 func (l *Limiter) Allow(ctx context.Context, key string) (Result, error) {
-	return l.decide(ctx, key, 1, argConsume)
+	o := l.decide(ctx, key, 1, true)
+	return o.res, o.err
 }
 
 // AllowN reports whether a call of cost n on key is allowed now, and
@@ -255,13 +239,15 @@ func (l *Limiter) Allow(ctx context.Context, key string) (Result, error) {
 // [ErrCostExceedsLimit], with nothing sent to Redis), the context ended, or
 // Redis failed.
 func (l *Limiter) AllowN(ctx context.Context, key string, n int) (Result, error) {
-	return l.decide(ctx, key, n, argConsume)
+	o := l.decide(ctx, key, n, true)
+	return o.res, o.err
 }
 
 // Peek reports what Allow would return for key now, without consuming
 // anything.
 func (l *Limiter) Peek(ctx context.Context, key string) (Result, error) {
-	return l.decide(ctx, key, 1, argReport)
+	o := l.decide(ctx, key, 1, false)
+	return o.res, o.err
 }
 
 // Reset deletes key's state, giving it full capacity again. Resetting a key
@@ -290,7 +276,7 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.parts != nil {
 		req = newRequestKeys(resetProgram, l.redisKeys(key), 0)
 	}
-	if _, err := l.callRedis(ctx, req); err != nil {
+	if _, err := l.sender.call(ctx, req); err != nil {
 		if cerr := callerDone(ctx); cerr != nil {
 			return l.wrap(cerr)
 		}
@@ -303,69 +289,74 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	return nil
 }
 
-func (l *Limiter) decide(ctx context.Context, key string, n int, mode any) (Result, error) {
-	if l.observe == nil {
-		r, err, _, _ := l.decideFull(ctx, key, n, mode)
-		return r, err
-	}
-	start := time.Now()
-	r, err, failure, src := l.decideFull(ctx, key, n, mode)
-	l.observed(ctx, start, src, wentToRedis(src, err, failure), r, err)
-	return r, err
+// outcome is how one decision ended.
+type outcome struct {
+	res Result
+	err error
+	// covered is the Redis error that the failure policy covered when it
+	// made the decision (res is then Degraded); nil otherwise.
+	covered error
+	src     source
 }
 
-// decideFull is decide that also returns, when the failure policy made
-// the decision, the Redis error it covered, and where the decision came
-// from.
-func (l *Limiter) decideFull(ctx context.Context, key string, n int, mode any) (Result, error, error, source) {
+// decide makes one decision of cost n on key, consuming n units if it is
+// allowed and consume is set, and reports it to the observer.
+func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (o outcome) {
+	if l.observe != nil {
+		start := time.Now()
+		defer func() { l.observed(ctx, start, o.src, o.sent(), o.res, o.err) }()
+	}
 	if err := checkKey(key); err != nil {
-		return Result{}, err, nil, fromNowhere
+		return outcome{err: err}
 	}
 	if n < 1 {
-		return Result{}, ErrInvalidCost, nil, fromNowhere
+		return outcome{err: ErrInvalidCost}
 	}
 	if n > l.limit {
-		return Result{}, l.costError(n), nil, fromNowhere
+		return outcome{err: l.costError(n)}
 	}
 	if err := ctx.Err(); err != nil {
-		return Result{}, l.wrap(err), nil, fromNowhere
+		return outcome{err: l.wrap(err)}
 	}
 	if l.client == nil {
-		return l.decideLocal(key, n, mode == argConsume, false), nil, nil, fromLocal
+		return outcome{res: l.decideLocal(key, n, consume, false), src: fromLocal}
 	}
 	now, epoch := l.sendTime(), noRecord
 	if l.denials != nil {
 		if r, ok := l.denials.lookup(key, n, now); ok {
 			r.Limit = l.limit
-			return r, nil, nil, fromCache
+			return outcome{res: r, src: fromCache}
 		}
 		epoch = l.denials.stamp()
 	}
-	reply, err := l.callRedis(ctx, l.prepare(key, n, mode, now))
-	r, err, failure := l.finishFull(ctx, key, n, mode, sent{now, epoch}, reply, err, true)
-	return r, err, failure, fromRedis
+	reply, err := l.sender.call(ctx, l.prepare(key, n, consume, now))
+	return l.finish(ctx, key, n, consume, sendStamp{now, epoch}, reply, err, true)
 }
 
 // prepare returns the request for one decision on key at now (µs, used
 // with [WithClock]).
-func (l *Limiter) prepare(key string, n int, mode any, now int64) request {
+func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
 	var r request
 	if l.parts == nil {
 		r = newRequest(l.prog, l.redisKey(key), 3+len(l.args))
 	} else {
 		r = newRequestKeys(l.prog, l.redisKeys(key), 3+len(l.args))
 	}
-	t := argRedisTime
+	// Constant strings held in an any allocate nothing.
+	var t, mode any = "", "0"
 	if l.now != nil {
 		t = now
+	}
+	if consume {
+		mode = "1"
 	}
 	r.line = append(append(r.line, t, n, mode), l.args...)
 	return r
 }
 
-// sent is when a decision was sent: the time of [Limiter.sendTime] and
-// the deny cache's epoch.
-type sent struct {
+// sendStamp is when a decision was sent: the time of [Limiter.sendTime]
+// and the deny cache's epoch.
+type sendStamp struct {
 	now   int64
 	epoch uint64
 }
@@ -374,14 +365,7 @@ type sent struct {
 // its outcome: the Result, which the deny cache learns, or, when Redis
 // failed, the caller's context error, or what the failure policy decides,
 // after passing the error to OnError when notify is set.
-func (l *Limiter) finish(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error) {
-	r, err, _ := l.finishFull(ctx, key, n, mode, at, reply, err, notify)
-	return r, err
-}
-
-// finishFull is finish that also returns, when the failure policy made
-// the decision, the Redis error it covered.
-func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, at sent, reply any, err error, notify bool) (Result, error, error) {
+func (l *Limiter) finish(ctx context.Context, key string, n int, consume bool, at sendStamp, reply any, err error, notify bool) outcome {
 	if err == nil {
 		var r Result
 		if l.parts == nil {
@@ -394,11 +378,11 @@ func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, a
 			if l.denials != nil {
 				l.denials.record(key, n, at.now, at.epoch, r)
 			}
-			return r, nil, nil
+			return outcome{res: r, src: fromRedis}
 		}
 	}
 	if cerr := callerDone(ctx); cerr != nil {
-		return Result{}, l.wrap(cerr), nil
+		return outcome{err: l.wrap(cerr), src: fromRedis}
 	}
 	err = l.wrap(err)
 	if notify && l.onError != nil {
@@ -406,11 +390,11 @@ func (l *Limiter) finishFull(ctx context.Context, key string, n int, mode any, a
 	}
 	switch l.policy {
 	case FailOpen, FailClosed:
-		return l.degraded(l.policy == FailOpen), nil, err
+		return outcome{res: l.degraded(l.policy == FailOpen), covered: err, src: fromRedis}
 	case FailLocal:
-		return l.decideLocal(key, n, mode == argConsume, true), nil, err
+		return outcome{res: l.decideLocal(key, n, consume, true), covered: err, src: fromRedis}
 	}
-	return Result{}, err, nil
+	return outcome{err: err, src: fromRedis}
 }
 
 // degraded returns the decision of FailOpen (open) or FailClosed: admitted
@@ -420,7 +404,8 @@ func (l *Limiter) degraded(open bool) Result {
 		if open {
 			return Result{Allowed: true, Limit: limit, Remaining: limit, Degraded: true}
 		}
-		return Result{Limit: limit, RetryAfter: l.breaker.cooldown, ResetAfter: l.breaker.cooldown, Degraded: true}
+		cooldown := l.sender.breaker.cooldown
+		return Result{Limit: limit, RetryAfter: cooldown, ResetAfter: cooldown, Degraded: true}
 	}
 	if l.parts == nil {
 		return one(l.limit)
@@ -482,7 +467,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	if l.denials != nil {
 		epoch = l.denials.stamp()
 	}
-	idx := make([]int, 0, len(keys)) // the keys that go to Redis
+	toRedis := make([]int, 0, len(keys)) // the indexes of the keys that go to Redis
 	reqs := make([]request, 0, len(keys))
 	for i, k := range keys {
 		if l.denials != nil {
@@ -492,59 +477,59 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 				continue
 			}
 		}
-		idx = append(idx, i)
-		reqs = append(reqs, l.prepare(k, 1, argConsume, now))
+		toRedis = append(toRedis, i)
+		reqs = append(reqs, l.prepare(k, 1, true, now))
 	}
 	if len(reqs) == 0 {
-		l.observedMany(ctx, start, res, idx, nil, false)
+		l.observedMany(ctx, start, res, toRedis, nil, false)
 		return res, nil
 	}
-	replies, errs, err := l.callRedisMany(ctx, reqs)
-	sentAll := !errors.Is(err, ErrCircuitOpen)
+	replies, errs, err := l.sender.callMany(ctx, reqs)
+	sent := !errors.Is(err, ErrCircuitOpen)
 	if err != nil && callerDone(ctx) == nil {
 		// One failure for the whole call: report it once.
 		if l.onError != nil {
 			l.onError(ctx, l.wrap(err))
 		}
 	}
-	for j, i := range idx {
+	for j, i := range toRedis {
 		e, notify := err, false
 		var reply any
 		if e == nil {
 			reply, e, notify = replies[j], errs[j], true
 		}
-		r, ferr := l.finish(ctx, keys[i], 1, argConsume, sent{now, epoch}, reply, e, notify)
-		if ferr != nil {
-			l.observedMany(ctx, start, nil, idx, ferr, sentAll)
-			return nil, ferr
+		o := l.finish(ctx, keys[i], 1, true, sendStamp{now, epoch}, reply, e, notify)
+		if o.err != nil {
+			l.observedMany(ctx, start, nil, toRedis, o.err, sent)
+			return nil, o.err
 		}
-		res[i] = r
+		res[i] = o.res
 	}
-	l.observedMany(ctx, start, res, idx, nil, sentAll)
+	l.observedMany(ctx, start, res, toRedis, nil, sent)
 	return res, nil
 }
 
 // observedMany reports the decisions of one AllowMany call: res, in which
-// the keys at the indexes sent were meant for Redis (and went there when
-// wire is set) and the others were answered by the deny cache; or, when
-// err is set, a failure of each key sent.
-func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Result, sent []int, err error, wire bool) {
+// the keys at the indexes toRedis were meant for Redis (and went there
+// when sent is set) and the others were answered by the deny cache; or,
+// when err is set, a failure of each key meant for Redis.
+func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Result, toRedis []int, err error, sent bool) {
 	if l.observe == nil {
 		return
 	}
 	if err != nil {
-		for range sent {
-			l.observed(ctx, start, fromRedis, wire, Result{}, err)
+		for range toRedis {
+			l.observed(ctx, start, fromRedis, sent, Result{}, err)
 		}
 		return
 	}
 	j := 0
 	for i, r := range res {
 		src := fromCache
-		if j < len(sent) && sent[j] == i {
+		if j < len(toRedis) && toRedis[j] == i {
 			src, j = fromRedis, j+1
 		}
-		l.observed(ctx, start, src, src == fromRedis && wire, r, nil)
+		l.observed(ctx, start, src, src == fromRedis && sent, r, nil)
 	}
 }
 
@@ -575,54 +560,6 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 		}
 	}
 	return r
-}
-
-// redisKey returns the Redis key of key; for All, its first part's.
-func (l *Limiter) redisKey(key string) string {
-	if l.partKeys != nil {
-		return l.redisKeys(key)[0]
-	}
-	return l.keyPrefix + l.tag(key) + "}"
-}
-
-// redisKeys returns the Redis keys of key's parts, for All. A key that
-// begins with '}' would leave its Redis keys with an empty hash tag, and
-// Redis Cluster would then hash each whole key to a slot of its own: such
-// a key's Redis keys are its parts' prefixes without the '{', then '#{',
-// the first 32 hex digits of its SHA-256, '}' and the key, so that the
-// parts share a slot and no other key has the same Redis keys.
-func (l *Limiter) redisKeys(key string) []string {
-	tag := l.tag(key)
-	keys := make([]string, len(l.partKeys))
-	if l.hashes == nil && key[0] == '}' {
-		sum := sha256.Sum256([]byte(key))
-		tagged := "#{" + hex.EncodeToString(sum[:16]) + "}" + key
-		for i, p := range l.partKeys {
-			keys[i] = p[:len(p)-1] + tagged
-		}
-		return keys
-	}
-	for i, p := range l.partKeys {
-		keys[i] = p + tag + "}"
-	}
-	return keys
-}
-
-// tag returns what goes between the braces of key's Redis keys: key, or
-// with WithHashedKeys its keyed hash.
-func (l *Limiter) tag(key string) string {
-	if l.hashes == nil {
-		return key
-	}
-	h := l.hashes.Get().(hash.Hash)
-	h.Reset()
-	h.Write([]byte(key))
-	var sum [sha256.Size]byte
-	h.Sum(sum[:0])
-	l.hashes.Put(h)
-	var hx [32]byte
-	hex.Encode(hx[:], sum[:16])
-	return string(hx[:])
 }
 
 // costError returns the error for a cost n above the limit, or for any
@@ -673,124 +610,4 @@ func checkKey(key string) error {
 		return ErrKeyTooLong
 	}
 	return nil
-}
-
-// Wait blocks until one call on key is allowed, and consumes it. It is
-// WaitN(ctx, key, 1).
-func (l *Limiter) Wait(ctx context.Context, key string) error {
-	return l.WaitN(ctx, key, 1)
-}
-
-// WaitN blocks until a call of cost n on key is allowed, and consumes n
-// units, as [Limiter.AllowN] would once it is allowed: for workers that
-// throttle their own calls to a shared resource across a fleet. It
-// returns nil once the call is admitted.
-//
-// When ctx has a deadline before the earliest moment the call could be
-// admitted (its RetryAfter), WaitN returns at once with an error that
-// matches [context.DeadlineExceeded], without waiting; a ctx that ends
-// while WaitN sleeps returns its error. Bad input returns the errors of
-// AllowN ([ErrCostExceedsLimit] for a cost that could never be admitted).
-// When Redis fails, the failure policy decides: [FailOpen] admits (WaitN
-// returns nil), [FailError] and [FailClosed] return the error at once,
-// and [FailLocal] waits on the in-process decision.
-//
-// Waiters on one key in one process take turns: only the first asks
-// Redis, sleeping until the RetryAfter it was given, so that a unit
-// freeing up wakes one call, not a stampede; the others wait behind it
-// and go in order. Waiters in other processes sleep RetryAfter plus up to
-// a tenth of it at random, which spreads their calls. Sleeps are in real
-// time.
-func (l *Limiter) WaitN(ctx context.Context, key string, n int) error {
-	if err := l.built(); err != nil {
-		return err
-	}
-	release, err := l.turns.acquire(ctx, key)
-	if err != nil {
-		return l.wrap(err)
-	}
-	defer release()
-	var timer *time.Timer
-	for {
-		var start time.Time
-		if l.observe != nil {
-			start = time.Now()
-		}
-		r, err, failure, src := l.decideFull(ctx, key, n, argConsume)
-		if l.observe != nil {
-			l.observed(ctx, start, src, wentToRedis(src, err, failure), r, err)
-		}
-		switch {
-		case err != nil:
-			return err
-		case r.Allowed:
-			return nil
-		case r.Degraded && l.policy != FailLocal:
-			return failure
-		}
-		wait := max(r.RetryAfter, time.Millisecond)
-		wait += time.Duration(rand.Int64N(int64(wait)/10 + 1))
-		if d, ok := ctx.Deadline(); ok && time.Until(d) < r.RetryAfter {
-			return fmt.Errorf("redislimit: %s: wait of %v for a cost of %d would pass the context's deadline: %w", l.title, r.RetryAfter, n, context.DeadlineExceeded)
-		}
-		if timer == nil {
-			timer = time.NewTimer(wait)
-			defer timer.Stop()
-		} else {
-			timer.Reset(wait)
-		}
-		select {
-		case <-timer.C:
-		case <-ctx.Done():
-			return l.wrap(ctx.Err())
-		}
-	}
-}
-
-// turns lets the waiters on one key in this process go one at a time. Its
-// methods are safe for concurrent use; its zero value is ready.
-type turns struct {
-	mu sync.Mutex
-	m  map[string]*turn // keys with a waiter; guarded by mu
-}
-
-// A turn is one key's queue of waiters: a token passed from one to the
-// next.
-type turn struct {
-	token   chan struct{} // holds the token while no waiter has it
-	waiters int           // guarded by turns.mu
-}
-
-// acquire waits for key's turn until ctx ends, and returns the function
-// that passes it on.
-func (t *turns) acquire(ctx context.Context, key string) (release func(), err error) {
-	t.mu.Lock()
-	if t.m == nil {
-		t.m = make(map[string]*turn)
-	}
-	tu := t.m[key]
-	if tu == nil {
-		tu = &turn{token: make(chan struct{}, 1)}
-		tu.token <- struct{}{}
-		t.m[key] = tu
-	}
-	tu.waiters++
-	t.mu.Unlock()
-	leave := func() {
-		t.mu.Lock()
-		if tu.waiters--; tu.waiters == 0 {
-			delete(t.m, key)
-		}
-		t.mu.Unlock()
-	}
-	select {
-	case <-tu.token:
-		return func() {
-			tu.token <- struct{}{}
-			leave()
-		}, nil
-	case <-ctx.Done():
-		leave()
-		return nil, ctx.Err()
-	}
 }

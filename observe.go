@@ -88,14 +88,14 @@ const (
 	fromRedis                 // sent to Redis, or meant to be
 )
 
-// wentToRedis reports whether a decision from src, which returned err or
-// whose failure the policy covered, was sent to Redis: not when the open
-// breaker answered.
-func wentToRedis(src source, err, failure error) bool {
-	return src == fromRedis && !errors.Is(failure, ErrCircuitOpen) && !errors.Is(err, ErrCircuitOpen)
+// sent reports whether the decision o was sent to Redis: not when the
+// open breaker answered.
+func (o outcome) sent() bool {
+	return o.src == fromRedis && !errors.Is(o.covered, ErrCircuitOpen) && !errors.Is(o.err, ErrCircuitOpen)
 }
 
-// observed reports one decision to the observer.
+// observed reports one decision to the observer; sent says whether it
+// was sent to Redis.
 func (l *Limiter) observed(ctx context.Context, start time.Time, src source, sent bool, r Result, err error) {
 	o := Observation{Algorithm: l.name, Allowed: r.Allowed, Latency: time.Since(start), DenyCacheHit: src == fromCache}
 	switch {

@@ -1,22 +1,11 @@
-// Package clock holds the time source the limiter reads when it runs on the
-// client's clock, and a fake for tests.
+// Package clock holds a manually driven clock for tests: the time a
+// limiter reads through WithClock, moved forwards or backwards at will.
 package clock
 
 import (
 	"sync"
 	"time"
 )
-
-// Clock tells the current time.
-type Clock interface {
-	Now() time.Time
-}
-
-// Real is the system clock.
-type Real struct{}
-
-// Now returns time.Now().
-func (Real) Now() time.Time { return time.Now() }
 
 // Fake is a manually driven clock. Its zero value reads as the zero time;
 // [NewFake] starts it at a given instant. It is safe for concurrent use.
