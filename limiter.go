@@ -18,7 +18,8 @@ import (
 // to Redis, so a call that returns one has written nothing. Match them with
 // [errors.Is]; messages never contain the user's key.
 var (
-	// ErrNilClient is returned by [New] when the client is nil.
+	// ErrNilClient is returned by [New] and [NewCache] when the client is
+	// nil.
 	ErrNilClient = errors.New("redislimit: nil client")
 	// ErrNilAlgorithm is returned by [New] when the algorithm is nil.
 	ErrNilAlgorithm = errors.New("redislimit: nil algorithm")
@@ -43,7 +44,8 @@ var (
 )
 
 const (
-	// MaxKeyLen is the longest key, in bytes, that a [Limiter] accepts.
+	// MaxKeyLen is the longest key, in bytes, that a [Limiter] or a [Cache]
+	// accepts.
 	// Any byte string from 1 to MaxKeyLen bytes is a valid key.
 	MaxKeyLen = 8 << 10
 	// MaxWindow is the longest window, period or refill span accepted, so

@@ -1,0 +1,33 @@
+package luascript
+
+import (
+	"strings"
+	"testing"
+)
+
+// Each distinct body is defined once, and the parts' arguments follow each
+// other from ARGV[4], in order.
+func TestAssemble(t *testing.T) {
+	a := "local function decide(key, now, n, x) return true, nil end -- A"
+	b := "local function decide(key, now, n) return true, nil end -- B"
+	src := Assemble([]string{a, b, a}, []int{1, 0, 1})
+	for body, want := range map[string]int{a: 1, b: 1} {
+		if got := strings.Count(src, body); got != want {
+			t.Errorf("body %q defined %d times, want %d", body[len(body)-4:], got, want)
+		}
+	}
+	for _, want := range []string{
+		"decide1(KEYS[1], now, n, ARGV[4])",
+		"decide2(KEYS[2], now, n)",
+		"decide1(KEYS[3], now, n, ARGV[5])",
+		"local ok = a1 and a2 and a3 and consume",
+		"return {a1 and 1 or 0, r1, t1, e1, a2 and 1 or 0, r2, t2, e2, a3 and 1 or 0, r3, t3, e3}",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("assembled script lacks %q:\n%s", want, src)
+		}
+	}
+	if !strings.Contains(src, "local ttl_margin = 1000\n") {
+		t.Errorf("assembled script does not set ttl_margin to %v in ms", TTLMargin)
+	}
+}
