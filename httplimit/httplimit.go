@@ -34,7 +34,8 @@
 // the names of the policies that denied it as "violated-policies", unless
 // [WithLimitedHandler] answers it. When the limiter fails (Redis is down
 // and its failure policy returns the error), the request gets 503 Service
-// Unavailable without reaching the next handler, unless [WithErrorHandler]
+// Unavailable with Retry-After set to [ErrorRetryAfter] and a problem+json
+// body, without reaching the next handler, unless [WithErrorHandler]
 // answers it; a decision that the failure policy made (Degraded) is served
 // as decided.
 package httplimit
@@ -65,6 +66,12 @@ var (
 
 // QuotaExceededType is the problem type of the body of a denied request.
 const QuotaExceededType = "https://iana.org/assignments/http-problem-types#quota-exceeded"
+
+// ErrorRetryAfter is the Retry-After of the 503 response to a request
+// whose decision failed, sent in whole seconds: a short wait, so that
+// clients that honour it back off while Redis recovers without being kept
+// out long after. [WithErrorHandler] replaces that response.
+const ErrorRetryAfter = time.Second
 
 // Middleware limits the requests of the handlers it wraps. It is safe for
 // concurrent use.
@@ -151,7 +158,8 @@ func WithLimitedHandler(f func(http.ResponseWriter, *http.Request, redislimit.Re
 
 // WithErrorHandler sets what answers a request whose decision failed (the
 // limiter returned an error, or the key function did), in place of the
-// 503 problem response. The next handler is not called.
+// 503 problem response with Retry-After [ErrorRetryAfter]; no header is set
+// before it is called. The next handler is not called.
 func WithErrorHandler(f func(http.ResponseWriter, *http.Request, error)) Option {
 	return func(m *Middleware) { m.onError = f }
 }
@@ -262,6 +270,7 @@ func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 		m.onError(w, r, err)
 		return
 	}
+	w.Header().Set("Retry-After", strconv.FormatInt(seconds(ErrorRetryAfter), 10))
 	problem(w, http.StatusServiceUnavailable, "about:blank", http.StatusText(http.StatusServiceUnavailable),
 		"The rate limiter could not decide.", nil)
 }

@@ -349,8 +349,14 @@ func TestRedisDown(t *testing.T) {
 		return lim
 	}
 	f := newFixture(t, down(redislimit.FailError))
-	if resp := f.get(t, "/"); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" {
+	resp := f.get(t, "/")
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Content-Type") != "application/problem+json" {
 		t.Errorf("Redis down, FailError: %s %s; want 503 with a problem body", resp.Status, resp.Header.Get("Content-Type"))
+	}
+	// ErrorRetryAfter is a whole number of seconds, so the field states it
+	// exactly.
+	if got, want := resp.Header.Get("Retry-After"), strconv.Itoa(int(httplimit.ErrorRetryAfter/time.Second)); got != want || want == "0" {
+		t.Errorf("Redis down, FailError: Retry-After %q, want %q", got, want)
 	}
 	if n := f.served.Load(); n != 0 {
 		t.Errorf("next handler called %d times with Redis down", n)
@@ -360,11 +366,11 @@ func TestRedisDown(t *testing.T) {
 		handled.Add(1)
 		w.WriteHeader(http.StatusTeapot)
 	}))
-	if resp := g.get(t, "/"); resp.StatusCode != http.StatusTeapot || handled.Load() != 1 {
-		t.Errorf("error handler: %s, called %d times", resp.Status, handled.Load())
+	if resp := g.get(t, "/"); resp.StatusCode != http.StatusTeapot || handled.Load() != 1 || resp.Header.Get("Retry-After") != "" {
+		t.Errorf("error handler: %s, called %d times, Retry-After %q; want its own response alone", resp.Status, handled.Load(), resp.Header.Get("Retry-After"))
 	}
 	open := newFixture(t, down(redislimit.FailOpen))
-	resp := open.get(t, "/")
+	resp = open.get(t, "/")
 	if resp.StatusCode != http.StatusOK || open.served.Load() != 1 {
 		t.Errorf("Redis down, FailOpen: %s; want served", resp.Status)
 	}

@@ -11,15 +11,20 @@
 //	GET /search   5 at once, refilling 2 a second, and 100 an hour (All), policy "search"
 //	GET /healthz  not limited
 //
-// It runs on an embedded Redis (miniredis) unless REDIS_ADDR names a Redis
-// to share, such as REDIS_ADDR=127.0.0.1:6379: then every copy of the
-// server on that Redis shares the limits. Other settings, from the
-// environment:
+// Settings, from the environment:
 //
+//	REDIS_ADDR       host:port of the Redis to share, such as
+//	                 127.0.0.1:6379: every copy of the server on that
+//	                 Redis shares the limits (default: an embedded
+//	                 miniredis of this process alone)
 //	LISTEN_ADDR      where to listen (default 127.0.0.1:8080)
 //	TRUSTED_PROXIES  comma-separated CIDR prefixes of proxies whose
 //	                 X-Forwarded-For is believed (default: none)
 //	RATE_LIMIT=off   serve the routes without the middleware
+//
+// A limiter error (Redis unreachable) is logged and answered with 503 and
+// Retry-After. SIGINT or SIGTERM stops the server once the requests in
+// flight have finished.
 package main
 
 import (
@@ -28,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/netip"
@@ -83,7 +89,12 @@ func run() error {
 			mux.Handle(pattern, h)
 			return nil
 		}
-		lim, err := redislimit.New(rdb, alg, redislimit.WithPrefix("httpserver:"+policy+":"))
+		lim, err := redislimit.New(rdb, alg, redislimit.WithPrefix("httpserver:"+policy+":"),
+			// A failed decision is answered with 503 by the middleware; the
+			// error itself goes to the log.
+			redislimit.WithOnError(func(ctx context.Context, err error) {
+				slog.ErrorContext(ctx, "rate limiter failed", "policy", policy, "err", err)
+			}))
 		if err != nil {
 			return err
 		}
