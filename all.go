@@ -78,7 +78,7 @@ func All(algs ...Algorithm) Algorithm {
 		bodies[i], argc[i] = p.Body(), len(pa)
 		a.args = append(a.args, pa...)
 	}
-	a.src = luascript.Assemble(bodies, argc)
+	a.src = luascript.Assemble(bodies, argc, TTLMargin)
 	return a
 }
 
@@ -229,4 +229,4 @@ func merge(parts []Result) Result {
 // can count a TTL set in a script from the script's start, in whole ms,
 // which without a margin could end a short window's key while it still
 // counts. Bodies read it as ttl_margin, in ms (see [Algorithm.Body]).
-const TTLMargin = luascript.TTLMargin
+const TTLMargin = time.Second

@@ -129,7 +129,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	if a, ok := alg.(allOf); ok {
 		src = a.script()
 	} else {
-		src = luascript.Assemble([]string{alg.Body()}, []int{len(args)})
+		src = luascript.Assemble([]string{alg.Body()}, []int{len(args)}, TTLMargin)
 	}
 	l := &Limiter{
 		client:    client,

@@ -100,11 +100,6 @@ func pass(d time.Duration) {
 // demoWindow is short so that the demonstrations can wait it out.
 const demoWindow = 150 * time.Millisecond
 
-// ttlMargin is how much longer than its state matters redislimit keeps a
-// key (the root package's ttlMargin): every TTL its scripts set is that
-// much longer.
-const ttlMargin = time.Second
-
 // TestNaiveLostExpire shows the naive fixed window losing its EXPIRE: the
 // counter is left without a TTL and denies its user for good. With the
 // common variant (EXPIRE only when the count is 1) one lost EXPIRE is
@@ -225,7 +220,7 @@ func TestScriptUnderLostCommands(t *testing.T) {
 				t.Errorf("keys under the prefix = %q, want one per user (%d)", keys, len(users))
 			}
 			for _, k := range keys {
-				if err := harness.CheckTTL(ctx, target.Admin(), k, 2*demoWindow+ttlMargin); err != nil {
+				if err := harness.CheckTTL(ctx, target.Admin(), k, 2*demoWindow+redislimit.TTLMargin); err != nil {
 					t.Error(err)
 				}
 			}

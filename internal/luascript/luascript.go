@@ -10,16 +10,12 @@ import (
 	"time"
 )
 
-// TTLMargin is how long past the moment its state stops mattering a key
-// lives: the TTL that every body sets is that long more.
-const TTLMargin = time.Second
-
 // MaxState is the most values a body's decide may return after write.
 const MaxState = 10
 
 // prelude opens every assembled script: it reads the time, the cost and
-// the mode, and sets the TTL margin for the bodies.
-var prelude = `local now = ARGV[1]
+// the mode; the TTL margin follows it.
+const prelude = `local now = ARGV[1]
 if now == '' then
   local t = redis.call('TIME')
   now = t[1] * 1000000 + t[2]
@@ -32,8 +28,7 @@ local consume = ARGV[3] == '1'
 -- key must live: Redis can count a relative TTL set in a script from the
 -- script's start, in whole ms, so a key would otherwise expire while its
 -- state still counts.
-local ttl_margin = ` + strconv.FormatInt(TTLMargin.Milliseconds(), 10) + `
-`
+local ttl_margin = `
 
 // Assemble returns the source of the script that runs bodies, one per
 // part (KEYS[i] for body i), where argc[i] is how many arguments body i
@@ -42,10 +37,12 @@ local ttl_margin = ` + strconv.FormatInt(TTLMargin.Milliseconds(), 10) + `
 // arguments follow each other from ARGV[4]. It replies with four integers
 // per part, in order. Each distinct body is defined once, in a block of
 // its own, and the parts run as plain calls to decide and write: a
-// decision makes no closure but the bodies' own functions.
-func Assemble(bodies []string, argc []int) string {
+// decision makes no closure but the bodies' own functions. The bodies
+// read margin, in whole ms, as ttl_margin.
+func Assemble(bodies []string, argc []int, margin time.Duration) string {
 	var b strings.Builder
 	b.WriteString(prelude)
+	b.WriteString(strconv.FormatInt(margin.Milliseconds(), 10) + "\n")
 	index := map[string]int{}
 	order := make([]int, len(bodies))
 	for p, body := range bodies {

@@ -3,6 +3,7 @@ package luascript
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 // Each distinct body is defined once, and the parts' arguments follow each
@@ -10,7 +11,7 @@ import (
 func TestAssemble(t *testing.T) {
 	a := "local function decide(key, now, n, x) return true, nil end -- A"
 	b := "local function decide(key, now, n) return true, nil end -- B"
-	src := Assemble([]string{a, b, a}, []int{1, 0, 1})
+	src := Assemble([]string{a, b, a}, []int{1, 0, 1}, 1500*time.Millisecond)
 	for body, want := range map[string]int{a: 1, b: 1} {
 		if got := strings.Count(src, body); got != want {
 			t.Errorf("body %q defined %d times, want %d", body[len(body)-4:], got, want)
@@ -27,7 +28,7 @@ func TestAssemble(t *testing.T) {
 			t.Errorf("assembled script lacks %q:\n%s", want, src)
 		}
 	}
-	if !strings.Contains(src, "local ttl_margin = 1000\n") {
-		t.Errorf("assembled script does not set ttl_margin to %v in ms", TTLMargin)
+	if !strings.Contains(src, "local ttl_margin = 1500\n") {
+		t.Errorf("assembled script does not set ttl_margin to 1.5s in ms:\n%s", src)
 	}
 }

@@ -50,7 +50,7 @@ func Ceiling(b *testing.B, t *Target) {
 		b.Fatal(err)
 	}
 	// The script a Limiter on alg runs, assembled the same way.
-	script := redis.NewScript(luascript.Assemble([]string{alg.Body()}, []int{len(algArgs)}))
+	script := redis.NewScript(luascript.Assemble([]string{alg.Body()}, []int{len(algArgs)}, redislimit.TTLMargin))
 	sha, err := script.Load(ctx, admin).Result()
 	if err != nil {
 		b.Fatalf("SCRIPT LOAD: %v", err)
