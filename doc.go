@@ -26,8 +26,18 @@
 //     day), in one script; a call is admitted only when every part admits
 //     it, and a denied call consumes from none.
 //
-// Any package can add an algorithm: it is a Lua body and its arguments
-// (see [Algorithm] and Example (CustomAlgorithm)).
+// # Writing an algorithm
+//
+// Built-in or not, an algorithm is one contract, [Algorithm]: a Lua body
+// ([Algorithm.Body], which states what the body must do) and the
+// arguments it takes ([Algorithm.Args], whose length is their number).
+// Implement it in any package and pass it to [New]: the Limiter
+// assembles the script from the body and gives it keys, validation, the
+// time source, reply checking, batching, the failure policies, the deny
+// cache and a part in [All]. A Window method lets [Limiter.Quotas] report
+// its span, and [LocalAlgorithm] lets it decide in process memory.
+// Example (CustomAlgorithm) writes a daily quota this way and runs it
+// alone and inside All.
 //
 // # Guarantees
 //
