@@ -51,10 +51,12 @@ type Result struct {
 // (without it, 0); and to decide in process memory too ([NewLocal],
 // [FailLocal]) it implements [LocalAlgorithm].
 //
-// A Limiter calls the methods once, in [New]; they must not change later.
+// [New] (and [All], for its parts) calls the methods when it is called;
+// their results must not change later.
 type Algorithm interface {
 	// Name returns a short identifier, used in the Redis key so that
-	// algorithms on the same user key never share state, and in errors.
+	// algorithms on the same user key never share state, and in errors
+	// about an algorithm defined outside the package.
 	// It must be non-empty and hold neither '{' nor '}'.
 	Name() string
 	// Limit returns the capacity, in units: the most that one key can be
@@ -97,7 +99,7 @@ type Algorithm interface {
 	// time) and passes it to every body, so the parts of an All decide
 	// at one instant. Lua numbers are doubles: keep times in integer µs,
 	// and format large numbers with string.format('%d', x), never with
-	// tostring or '..', which keep 14 digits. Example (customAlgorithm)
+	// tostring or '..', which keep 14 digits. Example (CustomAlgorithm)
 	// writes a daily quota this way.
 	Body() string
 }

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
-	"reflect"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -138,7 +137,7 @@ func WithCacheJitter(fraction float64) CacheOption {
 // the context's deadline, and its calls run on the caller's goroutine. A
 // caller's context with an earlier deadline ends the wait sooner, with the
 // context's error. The default is
-// [DefaultTimeout] (500ms); a d of zero or less makes [NewCache] return an
+// [DefaultTimeout]; a d of zero or less makes [NewCache] return an
 // error wrapping [ErrInvalidConfig].
 func WithCacheTimeout(d time.Duration) CacheOption {
 	return func(c *cacheConfig) { c.timeout = d }
@@ -215,7 +214,7 @@ type Cache[T any] struct {
 // pointer), and an error wrapping [ErrInvalidConfig] when an option is
 // invalid. NewCache does not contact Redis.
 func NewCache[T any](client redis.Cmdable, opts ...CacheOption) (*Cache[T], error) {
-	if isNilClient(client) {
+	if isNil(client) {
 		return nil, ErrNilClient
 	}
 	cfg := cacheConfig{prefix: DefaultCachePrefix, timeout: DefaultTimeout}
@@ -243,20 +242,6 @@ func NewCache[T any](client redis.Cmdable, opts ...CacheOption) (*Cache[T], erro
 	}
 	c.encode, c.decode = cacheCodec[T](cfg.codec)
 	return c, nil
-}
-
-// isNilClient reports whether client is nil or an interface holding a nil
-// pointer, such as (*redis.Client)(nil), whose methods would panic.
-func isNilClient(client redis.Cmdable) bool {
-	if client == nil {
-		return true
-	}
-	v := reflect.ValueOf(client)
-	switch v.Kind() {
-	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Func, reflect.Slice, reflect.Chan:
-		return v.IsNil()
-	}
-	return false
 }
 
 // cacheCodec returns the encode and decode functions for T: pass-through

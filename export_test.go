@@ -9,7 +9,7 @@ var ParseReply = parseReply
 // DenyKeys returns how many keys l's deny cache holds.
 func DenyKeys(l *Limiter) int { return l.denials.len() }
 
-// MaxInflight is how many sends a transport lane keeps in flight.
+// MaxInflight is how many sends a batching lane keeps in flight.
 var MaxInflight = maxInflight
 
 // RedisKeys exposes the Redis keys of an All limiter's parts.

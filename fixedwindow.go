@@ -34,10 +34,10 @@ func (a fixedWindow) Window() time.Duration { return a.window }
 func (fixedWindow) Body() string            { return fixedWindowLua }
 
 func (a fixedWindow) Args() ([]any, error) {
-	if err := checkUnits("FixedWindow", "limit", a.limit, maxUnits); err != nil {
+	if err := checkUnits(a.title(), "limit", a.limit, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("FixedWindow", "window", a.window); err != nil {
+	if err := checkSpan(a.title(), "window", a.window); err != nil {
 		return nil, err
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil

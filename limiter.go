@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -29,13 +30,15 @@ var (
 	// or over [MaxWindow], and the like. It is the module's one sentinel
 	// for configuration errors, returned at construction: [NewCache] and
 	// package httplimit wrap it too. A Limiter that New did not build (the
-	// zero Limiter) returns it from every method.
+	// zero Limiter) returns it from every method that decides or resets,
+	// for any valid key.
 	ErrInvalidConfig = errors.New("redislimit: invalid configuration")
 	// ErrEmptyKey is returned when the key is "".
 	ErrEmptyKey = errors.New("redislimit: empty key")
 	// ErrKeyTooLong is returned when the key is longer than [MaxKeyLen] bytes.
 	ErrKeyTooLong = errors.New("redislimit: key too long")
-	// ErrInvalidCost is returned by [Limiter.AllowN] when n < 1.
+	// ErrInvalidCost is returned by [Limiter.AllowN], wrapped with the
+	// cost, when n < 1.
 	ErrInvalidCost = errors.New("redislimit: cost must be at least 1")
 	// ErrCostExceedsLimit is returned by [Limiter.AllowN], wrapped with the
 	// cost and the limit, when n is above the algorithm's capacity
@@ -204,18 +207,17 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	return l, nil
 }
 
-// isNil reports whether v is nil or an interface holding a nil pointer.
+// isNil reports whether v is nil or an interface holding a nil pointer
+// (or other nil reference), whose methods would panic: a client such as
+// (*redis.Client)(nil), or an algorithm of a pointer type.
 func isNil(v any) bool {
 	if v == nil {
 		return true
 	}
-	switch x := v.(type) {
-	case *redis.Client:
-		return x == nil
-	case *redis.ClusterClient:
-		return x == nil
-	case *redis.Ring:
-		return x == nil
+	r := reflect.ValueOf(v)
+	switch r.Kind() {
+	case reflect.Pointer, reflect.Interface, reflect.Map, reflect.Func, reflect.Slice, reflect.Chan:
+		return r.IsNil()
 	}
 	return false
 }
@@ -312,7 +314,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (
 		return outcome{err: err}
 	}
 	if n < 1 {
-		return outcome{err: ErrInvalidCost}
+		return outcome{err: l.wrap(fmt.Errorf("%w: a cost of %d", ErrInvalidCost, n))}
 	}
 	if n > l.limit {
 		return outcome{err: l.costError(n)}

@@ -34,8 +34,8 @@ const lineHead = 4
 // A request is one script call, ready to send.
 type request struct {
 	prog *program
-	// line is the command line: lineHead values (filled in by the
-	// transport) and then ARGV.
+	// line is the command line: lineHead values (filled in by newRequest)
+	// and then ARGV.
 	line []any
 }
 

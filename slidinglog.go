@@ -37,10 +37,10 @@ func (a slidingLog) Window() time.Duration { return a.window }
 func (slidingLog) Body() string            { return slidingLogLua }
 
 func (a slidingLog) Args() ([]any, error) {
-	if err := checkUnits("SlidingLog", "limit", a.limit, maxLogUnits); err != nil {
+	if err := checkUnits(a.title(), "limit", a.limit, maxLogUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("SlidingLog", "window", a.window); err != nil {
+	if err := checkSpan(a.title(), "window", a.window); err != nil {
 		return nil, err
 	}
 	return []any{a.limit, a.window.Microseconds()}, nil

@@ -59,10 +59,10 @@ func (a slidingWindow) Window() time.Duration { return a.window }
 func (slidingWindow) Body() string            { return slidingWindowLua }
 
 func (a slidingWindow) Args() ([]any, error) {
-	if err := checkUnits("SlidingWindow", "limit", a.limit, maxWindowUnits); err != nil {
+	if err := checkUnits(a.title(), "limit", a.limit, maxWindowUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("SlidingWindow", "window", a.window); err != nil {
+	if err := checkSpan(a.title(), "window", a.window); err != nil {
 		return nil, err
 	}
 	if a.window > MaxWindow/2 {

@@ -39,13 +39,13 @@ func (a tokenBucket) Window() time.Duration {
 func (tokenBucket) Body() string { return tokenBucketLua }
 
 func (a tokenBucket) Args() ([]any, error) {
-	if err := checkUnits("TokenBucket", "rate", a.rate, maxUnits); err != nil {
+	if err := checkUnits(a.title(), "rate", a.rate, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkUnits("TokenBucket", "burst", a.burst, maxUnits); err != nil {
+	if err := checkUnits(a.title(), "burst", a.burst, maxUnits); err != nil {
 		return nil, err
 	}
-	if err := checkSpan("TokenBucket", "per", a.per); err != nil {
+	if err := checkSpan(a.title(), "per", a.per); err != nil {
 		return nil, err
 	}
 	interval := a.interval()

@@ -159,7 +159,11 @@ func WithLimitedHandler(f func(http.ResponseWriter, *http.Request, redislimit.Re
 // WithErrorHandler sets what answers a request whose decision failed (the
 // limiter returned an error, or the key function did), in place of the
 // 503 problem response with Retry-After [ErrorRetryAfter]; no header is set
-// before it is called. The next handler is not called.
+// before it is called. The next handler is not called. Unlike the
+// Limiter's [redislimit.WithOnError], which only observes an error, this
+// handler decides the outcome, as the middleware's answer to a failure is
+// a response; to observe errors without changing the response, give the
+// Limiter WithOnError.
 func WithErrorHandler(f func(http.ResponseWriter, *http.Request, error)) Option {
 	return func(m *Middleware) { m.onError = f }
 }

@@ -61,7 +61,7 @@ func Ceiling(b *testing.B, t *Target) {
 	// The key of user key "ceiling:<run>:<seq>:<n>", n in [0, SpreadKeys),
 	// as redis-benchmark writes __rand_int__ (12 digits, zero-padded).
 	base := t.Key("ceiling")
-	key := redislimit.DefaultPrefix + "tb:{" + base + ":__rand_int__}"
+	key := redislimit.DefaultPrefix + alg.Name() + ":{" + base + ":__rand_int__}"
 	argv := []any{"", 1, "1"}
 	argv = append(argv, algArgs...)
 	host, port, err := net.SplitHostPort(t.Addr)
@@ -109,7 +109,7 @@ func Ceiling(b *testing.B, t *Target) {
 	// Every key still allows a call: no call was denied (the replies
 	// themselves are redis-benchmark's).
 	for _, i := range []int{0, SpreadKeys / 2, SpreadKeys - 1} {
-		k := redislimit.DefaultPrefix + "tb:{" + base + fmt.Sprintf(":%012d}", i)
+		k := redislimit.DefaultPrefix + alg.Name() + ":{" + base + fmt.Sprintf(":%012d}", i)
 		peek := []any{"", 1, "0"}
 		reply, err := script.Run(ctx, admin, []string{k}, append(peek, algArgs...)...).Int64Slice()
 		if err != nil {
