@@ -102,6 +102,7 @@ func TestNewValidates(t *testing.T) {
 		{"nil client", nil, redislimit.FixedWindow(1, ms), nil, redislimit.ErrNilClient},
 		{"typed nil client", nilClient, redislimit.FixedWindow(1, ms), nil, redislimit.ErrNilClient},
 		{"nil algorithm", c, nil, nil, redislimit.ErrNilAlgorithm},
+		{"typed nil algorithm", c, (*badAlg)(nil), nil, redislimit.ErrNilAlgorithm},
 		{"fw zero limit", c, redislimit.FixedWindow(0, time.Minute), nil, redislimit.ErrInvalidConfig},
 		{"fw negative limit", c, redislimit.FixedWindow(-5, time.Minute), nil, redislimit.ErrInvalidConfig},
 		{"fw zero window", c, redislimit.FixedWindow(5, 0), nil, redislimit.ErrInvalidConfig},
