@@ -276,18 +276,8 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.client == nil {
 		return nil
 	}
-	req := newRequest(resetProgram, l.redisKey(key), 0)
-	if l.parts != nil {
-		req = newRequestKeys(resetProgram, l.redisKeys(key), 0)
-	}
-	if _, err := l.sender.call(ctx, req); err != nil {
-		if cerr := callerDone(ctx); cerr != nil {
-			return l.wrap(cerr)
-		}
-		err = l.wrap(err)
-		if l.onError != nil {
-			l.onError(ctx, err)
-		}
+	if _, err := l.sender.call(ctx, l.request(resetProgram, key, 0)); err != nil {
+		_, err = l.failed(ctx, err, true)
 		return err
 	}
 	return nil
@@ -340,12 +330,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (
 // prepare returns the request for one decision on key at now (µs, used
 // with [WithClock]).
 func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
-	var r request
-	if l.parts == nil {
-		r = newRequest(l.prog, l.redisKey(key), 3+len(l.args))
-	} else {
-		r = newRequestKeys(l.prog, l.redisKeys(key), 3+len(l.args))
-	}
+	r := l.request(l.prog, key, 3+len(l.args))
 	// Constant strings held in an any allocate nothing.
 	var t, mode any = "", "0"
 	if l.now != nil {
@@ -356,6 +341,29 @@ func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
 	}
 	r.line = append(append(r.line, t, n, mode), l.args...)
 	return r
+}
+
+// request returns a request to run p on key's Redis keys, with room for
+// argc arguments.
+func (l *Limiter) request(p *program, key string, argc int) request {
+	if l.parts == nil {
+		return newRequest(p, l.redisKey(key), argc)
+	}
+	return newRequestKeys(p, l.redisKeys(key), argc)
+}
+
+// failed returns the error to report for a call that Redis failed, and
+// whether the caller's context ended: then the context's error, without
+// OnError; else err, wrapped, passed to OnError first when notify is set.
+func (l *Limiter) failed(ctx context.Context, err error, notify bool) (ended bool, report error) {
+	if cerr := callerDone(ctx); cerr != nil {
+		return true, l.wrap(cerr)
+	}
+	err = l.wrap(err)
+	if notify && l.onError != nil {
+		l.onError(ctx, err)
+	}
+	return false, err
 }
 
 // sendStamp is when a decision was sent: the time of [Limiter.sendTime]
@@ -385,12 +393,9 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, consume bool, a
 			return outcome{res: r, src: fromRedis}
 		}
 	}
-	if cerr := callerDone(ctx); cerr != nil {
-		return outcome{err: l.wrap(cerr), src: fromRedis}
-	}
-	err = l.wrap(err)
-	if notify && l.onError != nil {
-		l.onError(ctx, err)
+	ended, err := l.failed(ctx, err, notify)
+	if ended {
+		return outcome{err: err, src: fromRedis}
 	}
 	switch l.policy {
 	case FailOpen, FailClosed:
