@@ -370,60 +370,21 @@ func (c *Cache[T]) do(ctx context.Context, op string, send func(context.Context)
 	return err
 }
 
-// Run states, for cacheRun.state.
-const (
-	runWaited    int32 = iota // the caller waits for the send
-	runFinished               // the send ended while the caller waited
-	runAbandoned              // the caller stopped waiting
-)
-
-// A cacheRun is a send on a goroutine of its own, for a client that does
-// not bound socket reads by a context's deadline.
-type cacheRun struct {
-	state atomic.Int32
-	done  chan struct{} // closed when the send ends
-	err   error
-}
-
 // run sends, by the deadline or ctx's end: on the caller's goroutine when
-// the client bounds socket reads by the context's deadline, else on a
-// goroutine of its own, which the caller stops waiting for at the
-// deadline. Such a goroutine ends by itself, bounded by go-redis's read
-// timeout; past maxAbandoned of them still running, run fails at once with
-// [ErrCircuitOpen] instead of starting another.
+// the client bounds socket reads by the context's deadline, else on one of
+// the workers the Limiters use, which the caller stops waiting for at the
+// deadline (see onWorker): past maxAbandoned of them still running, run
+// fails at once with [ErrCircuitOpen].
 func (c *Cache[T]) run(ctx context.Context, deadline time.Time, send func(context.Context) error) error {
+	if !c.inline {
+		_, err := onWorker(job{ctx: ctx, call: newCall(request{}, deadline, callQueued), abandoned: &c.abandoned, do: send})
+		return err
+	}
 	// The deadline also bounds go-redis's pool waits, dials and retry
-	// back-offs, so a send given up on ends soon after; a caller's earlier
-	// deadline wins.
+	// back-offs; a caller's earlier deadline wins.
 	cctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
-	if c.inline {
-		return send(cctx)
-	}
-	if c.abandoned.Load() >= maxAbandoned {
-		return fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
-	}
-	r := &cacheRun{done: make(chan struct{})}
-	go func() {
-		r.err = send(cctx)
-		if !r.state.CompareAndSwap(runWaited, runFinished) {
-			c.abandoned.Add(-1)
-		}
-		close(r.done)
-	}()
-	select {
-	case <-r.done:
-		return r.err
-	case <-cctx.Done():
-	}
-	c.abandoned.Add(1)
-	if r.state.CompareAndSwap(runWaited, runAbandoned) {
-		return context.DeadlineExceeded
-	}
-	// The send ended just now: its outcome stands.
-	c.abandoned.Add(-1)
-	<-r.done
-	return r.err
+	return send(cctx)
 }
 
 // Get returns the value stored under key. A key that is not in Redis is a

@@ -112,7 +112,7 @@ func (s *sender) sendAlone(ctx context.Context, r request, deadline time.Time, l
 		}
 		return send(cctx, s.client, &r)
 	}
-	return s.onWorker(job{ctx: ctx, call: newCall(r, deadline, callQueued)})
+	return onWorker(job{ctx: ctx, call: newCall(r, deadline, callQueued), client: s.client, abandoned: &s.abandoned})
 }
 
 // callMany sends reqs together, in one pipeline when the client can
@@ -139,7 +139,7 @@ func (s *sender) callMany(ctx context.Context, reqs []request) ([]any, []error, 
 		sendAll(cctx, s.client, batch)
 		cancel()
 	} else {
-		_, err = s.onWorker(job{ctx: ctx, call: newCall(request{}, deadline, callQueued), batch: batch})
+		_, err = onWorker(job{ctx: ctx, call: newCall(request{}, deadline, callQueued), client: s.client, abandoned: &s.abandoned, batch: batch})
 	}
 	if err == nil {
 		replies, errs := make([]any, len(reqs)), make([]error, len(reqs))
@@ -222,21 +222,21 @@ func callerDone(ctx context.Context) error {
 
 // onWorker sends j, whose call is not yet handed to anyone, on a worker,
 // for a client that does not bound socket reads by a context's deadline,
-// and waits for it until the call's deadline or the end of j's context. A
-// call the caller gave up on counts as abandoned until the worker is done
-// with it, bounded by go-redis's own timeouts; past maxAbandoned such
-// calls, no call is sent.
-func (s *sender) onWorker(j job) (any, error) {
-	if s.abandoned.Load() >= maxAbandoned {
+// and waits for it until the call's deadline or the end of j's context:
+// the one place where a caller gives up at its deadline while another
+// goroutine finishes the send. A call the caller gave up on counts in
+// j.abandoned until the worker is done with it, bounded by go-redis's own
+// timeouts; past maxAbandoned such calls, no call is sent.
+func onWorker(j job) (any, error) {
+	if j.abandoned.Load() >= maxAbandoned {
 		j.call.recycle()
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
-	j.sender = s
 	dispatch(j)
 	reply, err, gaveUp := j.call.wait(j.ctx)
 	if gaveUp {
 		// The worker finishes on its own and drops the call.
-		s.abandoned.Add(1)
+		j.abandoned.Add(1)
 	}
 	return reply, err
 }
@@ -326,33 +326,40 @@ func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 
 // A job is a call for a worker to send, and what sending it needs.
 type job struct {
-	call   *call
-	ctx    context.Context // the caller's
-	sender *sender         // whose client sends, and whose abandoned count a late finish lowers
-	batch  []*call         // sent together instead of call's request, when not nil
+	call      *call
+	ctx       context.Context // the caller's
+	client    redis.Scripter
+	abandoned *atomic.Int32 // what a late finish lowers
+	// What is sent instead of the call's request, when not nil: batch,
+	// together; or do, whose error is the call's.
+	batch []*call
+	do    func(context.Context) error
 }
 
 // run sends j's call on a worker and hands the outcome to the waiting
 // caller, or, if the caller gave up, drops it.
 func (j job) run() {
-	c, s := j.call, j.sender
+	c := j.call
 	if !c.state.CompareAndSwap(callQueued, callSent) {
 		// The caller gave up before the worker came to it: never sent.
-		s.abandoned.Add(-1)
+		j.abandoned.Add(-1)
 		return
 	}
 	// The deadline bounds go-redis's pool waits and dials, so that a call
 	// is not sent long after its caller gave up; socket reads ignore it on
 	// the clients that come here.
 	ctx, cancel := context.WithDeadline(j.ctx, c.deadline)
-	if j.batch != nil {
-		sendAll(ctx, s.client, j.batch)
-	} else {
-		c.reply, c.err = send(ctx, s.client, &c.request)
+	switch {
+	case j.do != nil:
+		c.err = j.do(ctx)
+	case j.batch != nil:
+		sendAll(ctx, j.client, j.batch)
+	default:
+		c.reply, c.err = send(ctx, j.client, &c.request)
 	}
 	cancel()
 	if !c.finish() {
-		s.abandoned.Add(-1)
+		j.abandoned.Add(-1)
 	}
 }
 
