@@ -47,6 +47,19 @@ type LocalState interface {
 	ExpiresAt() int64
 }
 
+// A carrier is a [LocalState] that can take over the usage recorded in a
+// state of the same kind of algorithm (the same Name) with other
+// parameters, the way the algorithm's body reads a key written under other
+// parameters: what [Limiter.Using] promises when a key's limit changes.
+// States without it start afresh when their parameters change.
+type carrier interface {
+	LocalState
+	// carry makes the state, fresh from NewLocalState, hold the usage
+	// recorded in from at now (µs since the Unix epoch). A from of another
+	// type leaves the state fresh.
+	carry(from LocalState, now int64)
+}
+
 // NewLocal returns a Limiter that runs alg in this process's memory, with
 // no Redis: for single-process services, for tests, and as a building
 // block. Its [Result] values mean what they mean with Redis, Degraded is
