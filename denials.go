@@ -26,6 +26,7 @@ const noRecord = ^uint64(0)
 // denial is Redis's answer to a denied call of cost n, sent at sentAt, with
 // its times in µs of the limiter's clock.
 type denial struct {
+	params    any // the identity of the parameters that denied (a Limiter's params)
 	n         int
 	remaining int
 	sentAt    int64
@@ -52,13 +53,14 @@ func newDenials(maxKeys int) *denials {
 	return d
 }
 
-// lookup returns the answer to a call of cost n on key at now (µs) when
-// a denial holds it for sure: Redis denied a cost no larger than n, and its
+// lookup returns the answer to a call of cost n on key at now (µs) with
+// the parameters params, when a denial holds it for sure: Redis denied a
+// cost no larger than n under the same parameters, and its
 // RetryAfter, counted from when that call was sent, has not passed. A
 // smaller cost may fit sooner, and a clock that went back says nothing, so
 // both go to Redis. The answer is the denial aged: the same Remaining, and
 // RetryAfter and ResetAfter less the time passed.
-func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
+func (d *denials) lookup(key string, params any, n int, now int64) (Result, bool) {
 	sh := d.shard(key)
 	e, ok := sh.m[key]
 	if ok && now >= e.ExpiresAt() {
@@ -66,7 +68,7 @@ func (d *denials) lookup(key string, n int, now int64) (Result, bool) {
 		ok = false
 	}
 	sh.mu.Unlock()
-	if !ok || n < e.n || now < e.sentAt || e.parts != nil && n != e.n {
+	if !ok || e.params != params || n < e.n || now < e.sentAt || e.parts != nil && n != e.n {
 		// A larger cost changes what All's parts would say.
 		return Result{}, false
 	}
@@ -110,10 +112,11 @@ func (d *denials) endReset() {
 	d.resets.Add(-1)
 }
 
-// record keeps Redis's answer r to a call of cost n on key sent at sentAt
-// (µs) in the given epoch: a denial replaces what was known of key, and an
-// admission drops it. A denial seen across a Reset is not kept.
-func (d *denials) record(key string, n int, sentAt int64, epoch uint64, r Result) {
+// record keeps Redis's answer r to a call of cost n on key with the
+// parameters params, sent at sentAt (µs) in the given epoch: a denial
+// replaces what was known of key, and an admission drops it. A denial seen
+// across a Reset is not kept.
+func (d *denials) record(key string, params any, n int, sentAt int64, epoch uint64, r Result) {
 	if r.Allowed {
 		sh := d.shard(key)
 		if _, ok := sh.m[key]; ok {
@@ -123,6 +126,7 @@ func (d *denials) record(key string, n int, sentAt int64, epoch uint64, r Result
 		return
 	}
 	e := denial{
+		params:    params,
 		n:         n,
 		remaining: r.Remaining,
 		sentAt:    sentAt,

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -89,13 +90,20 @@ type Limiter struct {
 	denyKeys  int     // WithDenyCache's bound; 0: no deny cache
 	denials   *denials
 
-	turns   turns    // of Wait's callers, by key
+	turns   *turns   // of Wait's callers, by key
 	observe Observer // nil: none
 	quotas  []Quota  // of the algorithm, or its parts
 
-	local       *localStore   // NewLocal, or the FailLocal fallback
-	localLimit  int           // the local capacity
-	localPeriod time.Duration // how long an empty local key takes to be full
+	local       *localStore    // NewLocal, or the FailLocal fallback: the store of this kind of algorithm
+	localAlg    LocalAlgorithm // the algorithm, when local is set
+	localLimit  int            // the local capacity
+	localPeriod time.Duration  // how long an empty local key takes to be full
+
+	// What [Limiter.Using] shares: the Limiters derived from this one's
+	// options, and the identity of this one's parameters, which the deny
+	// cache and the in-process store compare.
+	fam    *family
+	params any
 }
 
 //go:embed scripts/reset.lua
@@ -128,22 +136,15 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	if err != nil {
 		return nil, err
 	}
-	src := ""
-	if a, ok := alg.(allOf); ok {
-		src = a.script()
-	} else {
-		src = luascript.Assemble([]string{alg.Body()}, []int{len(args)}, TTLMargin)
-	}
 	l := &Limiter{
 		client:    client,
-		name:      alg.Name(),
 		title:     titleOf(alg),
-		limit:     alg.Limit(),
-		args:      args,
 		prefix:    DefaultPrefix,
 		instances: 1,
 		timeout:   DefaultTimeout,
 		maxBatch:  DefaultBatchSize,
+		turns:     &turns{},
+		fam:       newFamily(),
 	}
 	for _, o := range opts {
 		if o != nil {
@@ -166,8 +167,27 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	case l.maxBatch < 1:
 		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
 	}
+	if err := l.bind(alg, args); err != nil {
+		return nil, err
+	}
+	if client != nil {
+		l.sender = newSender(client, l.timeout, l.maxBatch)
+		if l.denyKeys > 0 {
+			l.denials = newDenials(l.denyKeys)
+		}
+	}
+	l.fam.remember(alg, l)
+	return l, nil
+}
+
+// bind makes l decide with alg, valid, whose arguments are args: every
+// field that depends on the algorithm, and none that its options set.
+func (l *Limiter) bind(alg Algorithm, args []any) error {
+	l.name, l.title, l.limit, l.args = alg.Name(), titleOf(alg), alg.Limit(), args
 	l.keyPrefix = l.prefix + l.name + ":{"
 	l.quotas = quotasOf(alg)
+	l.parts, l.partKeys = nil, nil
+	l.local, l.localAlg, l.localLimit, l.localPeriod = nil, nil, 0, 0
 	all, isAll := alg.(allOf)
 	if isAll {
 		l.parts = all.limits()
@@ -175,36 +195,89 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 			l.partKeys = append(l.partKeys, l.prefix+name+":{")
 		}
 	}
-	if client == nil || l.policy == FailLocal {
+	if l.client == nil || l.policy == FailLocal {
 		if isAll {
 			if err := all.localParts(); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		la, ok := alg.(LocalAlgorithm)
 		if !ok {
-			return nil, fmt.Errorf("%w: %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.title)
+			return fmt.Errorf("%w: %s cannot run in process memory (no NewLocalState method)", ErrInvalidConfig, l.title)
 		}
-		l.local = newLocalStore(la, l.instances)
+		l.local, l.localAlg = l.fam.localStore(l.name), la
 		l.localLimit = int(localUnits(l.limit, l.instances))
 		l.localPeriod = la.NewLocalState(l.instances).Decide(0, l.localLimit, true).ResetAfter
 		if l.localPeriod <= 0 {
 			l.localPeriod = time.Second
 		}
 	}
-	if client == nil {
+	if l.client == nil {
 		l.limit = l.localLimit
 		for i := range l.quotas {
 			l.quotas[i].Limit = int(localUnits(l.quotas[i].Limit, l.instances))
 		}
+	} else if isAll {
+		l.prog = l.fam.program(progKey{body: all.script(), argc: -1})
 	} else {
-		l.prog = newProgram(src)
-		l.sender = newSender(client, l.timeout, l.maxBatch)
-		if l.denyKeys > 0 {
-			l.denials = newDenials(l.denyKeys)
+		l.prog = l.fam.program(progKey{body: alg.Body(), argc: len(args)})
+	}
+	l.params = l
+	if cacheable(alg) {
+		l.params = alg
+	}
+	return nil
+}
+
+// Using returns a Limiter that decides with alg and shares everything
+// else with l: the client, batching, circuit breaker, failure policy,
+// timeout, deny cache, observer, clock, prefix and key layout, and every
+// other option l was built with. It is for limits chosen per call, such
+// as a tenant's plan: derive the plan's Limiter on each request.
+//
+// An algorithm of the same kind (the same Name) keeps a key's state in the
+// same Redis key whatever its parameters, so a key's usage carries over
+// when its limit changes; each algorithm's documentation says how its
+// state reads under new parameters. An algorithm of another kind has keys
+// of its own. The deny cache ([WithDenyCache]) reuses a denial only for
+// the parameters that got it. In process ([NewLocal], [FailLocal]) the
+// package's algorithms carry usage across parameters in the same way; a
+// [LocalAlgorithm] defined elsewhere starts a key afresh when its
+// parameters change.
+//
+// Using sends nothing to Redis (a new body's script loads on its first
+// call, as with New) and is cheap enough for every request: it keeps the
+// Limiters it built for the last few thousand algorithm values that can be
+// compared (those of [FixedWindow], [SlidingLog], [SlidingWindow] and
+// [TokenBucket] can; an [All] cannot, and costs an algorithm check each
+// time, with its assembled script reused). It returns the errors of
+// [New]: [ErrNilAlgorithm], or one wrapping [ErrInvalidConfig] for invalid
+// parameters or, on an in-process Limiter, an algorithm that cannot run
+// in process memory; and errors.Is(err, ErrInvalidConfig) for a Limiter
+// that New did not build.
+func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
+	if err := l.built(); err != nil {
+		return nil, err
+	}
+	c := cacheable(alg)
+	if c {
+		if d, ok := l.fam.derived.Load(alg); ok {
+			return d.(*Limiter), nil
 		}
 	}
-	return l, nil
+	args, err := checkAlgorithm(alg)
+	if err != nil {
+		return nil, err
+	}
+	d := new(Limiter)
+	*d = *l
+	if err := d.bind(alg, args); err != nil {
+		return nil, err
+	}
+	if c {
+		l.fam.remember(alg, d)
+	}
+	return d, nil
 }
 
 // isNil reports whether v is nil or an interface holding a nil pointer
@@ -317,7 +390,7 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (
 	}
 	now, epoch := l.sendTime(), noRecord
 	if l.denials != nil {
-		if r, ok := l.denials.lookup(key, n, now); ok {
+		if r, ok := l.denials.lookup(key, l.params, n, now); ok {
 			r.Limit = l.limit
 			return outcome{res: r, src: fromCache}
 		}
@@ -388,7 +461,7 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, consume bool, a
 		}
 		if err == nil {
 			if l.denials != nil {
-				l.denials.record(key, n, at.now, at.epoch, r)
+				l.denials.record(key, l.params, n, at.now, at.epoch, r)
 			}
 			return outcome{res: r, src: fromRedis}
 		}
@@ -480,7 +553,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	reqs := make([]request, 0, len(keys))
 	for i, k := range keys {
 		if l.denials != nil {
-			if r, ok := l.denials.lookup(k, 1, now); ok {
+			if r, ok := l.denials.lookup(k, l.params, 1, now); ok {
 				r.Limit = l.limit
 				res[i] = r
 				continue
@@ -552,9 +625,9 @@ func (l *Limiter) decideLocal(key string, n int, consume, degraded bool) Result 
 	}
 	var r Result
 	if n <= l.localLimit {
-		r = l.local.decide(key, t.UnixMicro(), n, consume)
+		r = l.local.decide(key, l.localAlg, l.params, l.instances, t.UnixMicro(), n, consume)
 	} else {
-		r = l.local.decide(key, t.UnixMicro(), 1, false)
+		r = l.local.decide(key, l.localAlg, l.params, l.instances, t.UnixMicro(), 1, false)
 		r.Allowed, r.RetryAfter = false, l.localPeriod
 		for i, p := range r.Parts {
 			if n > p.Limit {
@@ -619,4 +692,114 @@ func checkKey(key string) error {
 		return ErrKeyTooLong
 	}
 	return nil
+}
+
+// family is what a Limiter built by [New] or [NewLocal] and every Limiter
+// derived from it by [Limiter.Using] share beyond their options: the
+// Limiters built for algorithm values, the programs by body, and one
+// in-process store per kind of algorithm. Each cache is bounded; past its
+// bound it starts again empty, which costs only rebuilding.
+type family struct {
+	derived  sync.Map // comparable Algorithm → *Limiter
+	nDerived atomic.Int32
+
+	mu     sync.Mutex
+	progs  map[progKey]*program   // guarded by mu
+	locals map[string]*localStore // by Name; guarded by mu
+}
+
+// Bounds of a family's caches.
+const (
+	maxDerived  = 4096 // Limiters kept for algorithm values
+	maxPrograms = 256  // assembled scripts
+)
+
+// progKey is what a program is assembled from: one body with argc
+// arguments, or, with argc -1, the script of an [All].
+type progKey struct {
+	body string
+	argc int
+}
+
+func newFamily() *family {
+	return &family{progs: make(map[progKey]*program), locals: make(map[string]*localStore)}
+}
+
+// remember keeps d as the Limiter for alg, when alg can be compared.
+func (f *family) remember(alg Algorithm, d *Limiter) {
+	if !cacheable(alg) {
+		return
+	}
+	if f.nDerived.Add(1) > maxDerived {
+		f.derived.Clear()
+		f.nDerived.Store(1)
+	}
+	f.derived.Store(alg, d)
+}
+
+// program returns the program for k, assembling it the first time.
+func (f *family) program(k progKey) *program {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if p, ok := f.progs[k]; ok {
+		return p
+	}
+	src := k.body
+	if k.argc >= 0 {
+		src = luascript.Assemble([]string{k.body}, []int{k.argc}, TTLMargin)
+	}
+	p := newProgram(src)
+	if len(f.progs) >= maxPrograms {
+		clear(f.progs)
+	}
+	f.progs[k] = p
+	return p
+}
+
+// localStore returns the in-process store of the algorithms named name.
+func (f *family) localStore(name string) *localStore {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	s, ok := f.locals[name]
+	if !ok {
+		s = newLocalStore()
+		f.locals[name] = s
+	}
+	return s
+}
+
+// cacheableTypes memoises cacheableType.
+var cacheableTypes sync.Map // reflect.Type → bool
+
+// cacheable reports whether alg is a value that can be a map key without
+// panicking, so that equal values stand for equal parameters: a type made
+// of numbers, strings, booleans, pointers and channels, in structs and
+// arrays, with no interface, slice, map or func inside.
+func cacheable(alg Algorithm) bool {
+	t := reflect.TypeOf(alg)
+	if t == nil {
+		return false
+	}
+	if c, ok := cacheableTypes.Load(t); ok {
+		return c.(bool)
+	}
+	c := cacheableType(t)
+	cacheableTypes.Store(t, c)
+	return c
+}
+
+func cacheableType(t reflect.Type) bool {
+	switch t.Kind() {
+	case reflect.Interface, reflect.Slice, reflect.Map, reflect.Func, reflect.UnsafePointer:
+		return false
+	case reflect.Array:
+		return cacheableType(t.Elem())
+	case reflect.Struct:
+		for i := range t.NumField() {
+			if !cacheableType(t.Field(i).Type) {
+				return false
+			}
+		}
+	}
+	return true
 }

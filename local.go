@@ -177,36 +177,55 @@ func (sh *keyShard[S]) put(key string, st S, now int64, max int) {
 	sh.m[key] = st
 }
 
-// localStore holds the states of an in-process limiter. Its methods are
-// safe for concurrent use.
+// localStore holds the states of the in-process limiters of one kind of
+// algorithm (one Name) in a family: one state per key, with the
+// parameters it was last decided with. Its methods are safe for concurrent
+// use.
 type localStore struct {
-	keyStore[LocalState]
-	alg       LocalAlgorithm
-	instances int
+	keyStore[localEntry]
 }
 
-func newLocalStore(alg LocalAlgorithm, instances int) *localStore {
-	s := &localStore{alg: alg, instances: instances}
+// localEntry is a key's state, and the identity of the parameters that
+// made it (a Limiter's params).
+type localEntry struct {
+	st     LocalState
+	params any
+}
+
+// ExpiresAt implements expirer.
+func (e localEntry) ExpiresAt() int64 { return e.st.ExpiresAt() }
+
+func newLocalStore() *localStore {
+	s := &localStore{}
 	s.init(MaxLocalKeys)
 	return s
 }
 
-// decide runs one decision on key's state at now (µs).
-func (s *localStore) decide(key string, now int64, n int, consume bool) Result {
+// decide runs one decision on key's state at now (µs) with alg, whose
+// parameters are params, divided among instances. A state made under
+// other parameters hands its usage to a fresh one when that is a carrier.
+func (s *localStore) decide(key string, alg LocalAlgorithm, params any, instances int, now int64, n int, consume bool) Result {
 	sh := s.shard(key)
 	defer sh.mu.Unlock()
-	st, stored := sh.m[key]
-	if !stored || st.ExpiresAt() <= now {
-		st = s.alg.NewLocalState(s.instances)
-	}
-	r := st.Decide(now, n, consume)
+	e, stored := sh.m[key]
 	switch {
-	case st.ExpiresAt() <= now:
+	case !stored || e.st.ExpiresAt() <= now:
+		e = localEntry{alg.NewLocalState(instances), params}
+	case e.params != params:
+		st := alg.NewLocalState(instances)
+		if c, ok := st.(carrier); ok {
+			c.carry(e.st, now)
+		}
+		e = localEntry{st, params}
+	}
+	r := e.st.Decide(now, n, consume)
+	switch {
+	case e.st.ExpiresAt() <= now:
 		if stored {
 			delete(sh.m, key)
 		}
 	default:
-		sh.put(key, st, now, s.shardMax)
+		sh.put(key, e, now, s.shardMax)
 	}
 	return r
 }
