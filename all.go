@@ -198,6 +198,20 @@ func (s *allState) Decide(now int64, n int, consume bool) Result {
 	return merge(rs)
 }
 
+// carry implements carrier: part by part, by position, as the parts'
+// keys are named; a part of another kind starts afresh.
+func (s *allState) carry(from LocalState, now int64) {
+	f, ok := from.(*allState)
+	if !ok {
+		return
+	}
+	for i, p := range s.parts {
+		if c, ok := p.(carrier); ok && i < len(f.parts) {
+			c.carry(f.parts[i], now)
+		}
+	}
+}
+
 func (s *allState) ExpiresAt() int64 {
 	var at int64
 	for _, p := range s.parts {
