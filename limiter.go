@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -92,7 +91,7 @@ type Limiter struct {
 
 	turns   *turns   // of Wait's callers, by key
 	observe Observer // nil: none
-	quotas  []Quota  // of the algorithm, or its parts
+	alg     Algorithm
 
 	local       *localStore    // NewLocal, or the FailLocal fallback: the store of this kind of algorithm
 	localAlg    LocalAlgorithm // the algorithm, when local is set
@@ -183,9 +182,11 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 // bind makes l decide with alg, valid, whose arguments are args: every
 // field that depends on the algorithm, and none that its options set.
 func (l *Limiter) bind(alg Algorithm, args []any) error {
-	l.name, l.title, l.limit, l.args = alg.Name(), titleOf(alg), alg.Limit(), args
-	l.keyPrefix = l.prefix + l.name + ":{"
-	l.quotas = quotasOf(alg)
+	name := alg.Name()
+	if name != l.name || l.keyPrefix == "" {
+		l.keyPrefix = l.prefix + name + ":{"
+	}
+	l.alg, l.name, l.title, l.limit, l.args = alg, name, titleOf(alg), alg.Limit(), args
 	l.parts, l.partKeys = nil, nil
 	l.local, l.localAlg, l.localLimit, l.localPeriod = nil, nil, 0, 0
 	all, isAll := alg.(allOf)
@@ -214,9 +215,6 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 	}
 	if l.client == nil {
 		l.limit = l.localLimit
-		for i := range l.quotas {
-			l.quotas[i].Limit = int(localUnits(l.quotas[i].Limit, l.instances))
-		}
 	} else if isAll {
 		l.prog = l.fam.program(progKey{body: all.script(), argc: -1})
 	} else {
@@ -297,9 +295,19 @@ func isNil(v any) bool {
 
 // Quotas returns the limits l enforces: one for an algorithm, one per
 // part, in order, for [All]. For a limiter made with [NewLocal], the
-// limits are the divided ones its decisions use. The slice is a copy.
+// limits are the divided ones its decisions use. The slice is new on
+// every call.
 func (l *Limiter) Quotas() []Quota {
-	return slices.Clone(l.quotas)
+	if l.alg == nil {
+		return nil
+	}
+	q := quotasOf(l.alg)
+	if l.client == nil {
+		for i := range q {
+			q[i].Limit = int(localUnits(q[i].Limit, l.instances))
+		}
+	}
+	return q
 }
 
 // Allow reports whether one call on key is allowed now, and consumes one
