@@ -75,3 +75,54 @@ func ExampleNew() {
 	// Retry-After: 1
 	// {"type":"https://iana.org/assignments/http-problem-types#quota-exceeded","title":"Request cannot be satisfied as assigned quota has been exceeded","status":429,"detail":"Retry in 1 s.","violated-policies":["default-0"]}
 }
+
+// Two plans on one key per API key: a tenant's usage carries over when its
+// plan changes, and the RateLimit fields describe its plan.
+func ExampleWithLimiterFunc() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	now := time.Date(2026, 5, 1, 9, 0, 0, 0, time.UTC)
+	free, err := redislimit.New(rdb, redislimit.FixedWindow(3, time.Minute),
+		redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	plans := map[string]string{"key-a": "free", "key-b": "pro"} // from a database, say
+	mw, err := httplimit.New(free,
+		httplimit.WithKeyFunc(func(r *http.Request) (string, error) { return r.Header.Get("X-API-Key"), nil }),
+		httplimit.WithLimiterFunc(func(r *http.Request) (*redislimit.Limiter, error) {
+			if plans[r.Header.Get("X-API-Key")] == "pro" {
+				return free.Using(redislimit.FixedWindow(100, time.Minute))
+			}
+			return free, nil
+		}),
+	)
+	if err != nil {
+		panic(err)
+	}
+	h := mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
+	get := func(apiKey string) *http.Response {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("X-API-Key", apiKey)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Result()
+	}
+	for range 3 {
+		get("key-a")
+	}
+	resp := get("key-a")
+	fmt.Println("free:", resp.Status, resp.Header.Get("RateLimit"))
+	plans["key-a"] = "pro" // key-a upgrades
+	resp = get("key-a")
+	fmt.Println("pro:", resp.Status, resp.Header.Get("RateLimit-Policy"), resp.Header.Get("RateLimit"))
+	// Output:
+	// free: 429 Too Many Requests "default";r=0;t=60
+	// pro: 200 OK "default";q=100;w=60 "default";r=96;t=60
+}

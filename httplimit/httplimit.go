@@ -7,6 +7,9 @@
 //	...
 //	http.ListenAndServe(addr, mw.Handler(mux))
 //
+// [WithLimiterFunc] chooses the limiter per request, for a limit per plan
+// or tenant.
+//
 // By default each request costs 1 on the key of its client's IP address:
 // the connection's peer, or, only when the peer is a trusted proxy, the
 // first untrusted address in X-Forwarded-For (or, when the request has
@@ -48,6 +51,8 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redislimit/redislimit"
@@ -55,7 +60,8 @@ import (
 
 // Errors returned by [New].
 var (
-	// ErrNilLimiter is returned when the limiter is nil.
+	// ErrNilLimiter is returned when the limiter is nil and no
+	// [WithLimiterFunc] chooses one per request.
 	ErrNilLimiter = errors.New("httplimit: nil limiter")
 	// ErrInvalidOption is returned, wrapped with a description, when an
 	// option's value is out of range. It is [redislimit.ErrInvalidConfig]:
@@ -87,11 +93,23 @@ type Middleware struct {
 	onLimited func(http.ResponseWriter, *http.Request, redislimit.Result)
 	onError   func(http.ResponseWriter, *http.Request, error)
 	legacy    bool
+	choose    func(*http.Request) (*redislimit.Limiter, error) // nil: lim for every request
 
+	fixed    *policy  // lim's; nil when lim is nil
+	policies sync.Map // *redislimit.Limiter → *policy, for the limiters choose returned
+	nPolicy  atomic.Int32
+}
+
+// A policy is what the RateLimit fields say of one limiter.
+type policy struct {
 	quotas []redislimit.Quota
 	names  []string // the sf-string of each item, quoted
-	policy string   // the RateLimit-Policy value
+	value  string   // the RateLimit-Policy value
 }
+
+// maxPolicies bounds the limiters whose policy a Middleware keeps; past
+// it, it starts again empty.
+const maxPolicies = 4096
 
 // Option configures a [Middleware].
 type Option func(*Middleware)
@@ -176,17 +194,29 @@ func WithLegacyHeaders() Option {
 	return func(m *Middleware) { m.legacy = true }
 }
 
-// New returns a Middleware that decides with lim. It returns
-// [ErrNilLimiter], or an error wrapping [ErrInvalidOption].
+// WithLimiterFunc sets how the limiter of each request is chosen: from
+// the plan of the tenant an API key belongs to, say, with limiters derived
+// by [redislimit.Limiter.Using] so that a tenant's usage carries over when
+// its plan changes. The RateLimit fields describe the chosen limiter. A
+// nil limiter with a nil error means New's limiter (an error when New was
+// given none); an error is handled as a failed decision (503, or
+// [WithErrorHandler]). With it, New's limiter may be nil.
+func WithLimiterFunc(f func(*http.Request) (*redislimit.Limiter, error)) Option {
+	return func(m *Middleware) { m.choose = f }
+}
+
+// New returns a Middleware that decides with lim, or with the limiter
+// that [WithLimiterFunc] chooses. It returns [ErrNilLimiter] when lim is
+// nil without WithLimiterFunc, or an error wrapping [ErrInvalidOption].
 func New(lim *redislimit.Limiter, opts ...Option) (*Middleware, error) {
-	if lim == nil {
-		return nil, ErrNilLimiter
-	}
 	m := &Middleware{lim: lim, v6Bits: 64, name: "default"}
 	for _, o := range opts {
 		if o != nil {
 			o(m)
 		}
+	}
+	if lim == nil && m.choose == nil {
+		return nil, ErrNilLimiter
 	}
 	if m.v6Bits < 1 || m.v6Bits > 128 {
 		return nil, fmt.Errorf("%w: IPv6 prefix of %d bits, want 1 to 128", ErrInvalidOption, m.v6Bits)
@@ -202,23 +232,61 @@ func New(lim *redislimit.Limiter, opts ...Option) (*Middleware, error) {
 			return nil, fmt.Errorf("%w: invalid trusted proxy prefix", ErrInvalidOption)
 		}
 	}
-	m.quotas = lim.Quotas()
-	var policy []string
-	for i, q := range m.quotas {
+	if lim != nil {
+		m.fixed = m.newPolicy(lim)
+	}
+	return m, nil
+}
+
+// newPolicy returns what the RateLimit fields say of lim.
+func (m *Middleware) newPolicy(lim *redislimit.Limiter) *policy {
+	p := &policy{quotas: lim.Quotas()}
+	var items []string
+	for i, q := range p.quotas {
 		name := m.name
-		if len(m.quotas) > 1 {
+		if len(p.quotas) > 1 {
 			name += "-" + strconv.Itoa(i)
 		}
-		m.names = append(m.names, sfString(name))
-		item := m.names[i] + ";q=" + sfInt(int64(q.Limit))
+		p.names = append(p.names, sfString(name))
+		item := p.names[i] + ";q=" + sfInt(int64(q.Limit))
 		if q.Window > 0 {
 			item += ";w=" + strconv.FormatInt(seconds(q.Window), 10)
 		}
-		policy = append(policy, item)
+		items = append(items, item)
 	}
-	m.policy = strings.Join(policy, ", ")
-	return m, nil
+	p.value = strings.Join(items, ", ")
+	return p
 }
+
+// limiter returns the limiter that decides r, and its policy.
+func (m *Middleware) limiter(r *http.Request) (*redislimit.Limiter, *policy, error) {
+	if m.choose == nil {
+		return m.lim, m.fixed, nil
+	}
+	lim, err := m.choose(r)
+	switch {
+	case err != nil:
+		return nil, nil, err
+	case lim == nil && m.lim == nil:
+		return nil, nil, errNoLimiter
+	case lim == nil || lim == m.lim:
+		return m.lim, m.fixed, nil
+	}
+	if p, ok := m.policies.Load(lim); ok {
+		return lim, p.(*policy), nil
+	}
+	p := m.newPolicy(lim)
+	if m.nPolicy.Add(1) > maxPolicies {
+		m.policies.Clear()
+		m.nPolicy.Store(1)
+	}
+	m.policies.Store(lim, p)
+	return lim, p, nil
+}
+
+// errNoLimiter is the error of a request for which WithLimiterFunc chose
+// no limiter, on a Middleware without one of its own.
+var errNoLimiter = errors.New("httplimit: no limiter chosen for the request")
 
 // Handler returns next behind the limit.
 func (m *Middleware) Handler(next http.Handler) http.Handler {
@@ -232,16 +300,21 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 			m.fail(w, r, err)
 			return
 		}
-		cost := 1
-		if m.cost != nil {
-			cost = m.cost(r)
-		}
-		res, err := m.lim.AllowN(r.Context(), key, cost)
+		lim, p, err := m.limiter(r)
 		if err != nil {
 			m.fail(w, r, err)
 			return
 		}
-		m.setHeaders(w.Header(), res)
+		cost := 1
+		if m.cost != nil {
+			cost = m.cost(r)
+		}
+		res, err := lim.AllowN(r.Context(), key, cost)
+		if err != nil {
+			m.fail(w, r, err)
+			return
+		}
+		m.setHeaders(w.Header(), res, p)
 		if res.Allowed {
 			next.ServeHTTP(w, r)
 			return
@@ -252,7 +325,7 @@ func (m *Middleware) Handler(next http.Handler) http.Handler {
 		}
 		problem(w, http.StatusTooManyRequests, QuotaExceededType,
 			"Request cannot be satisfied as assigned quota has been exceeded",
-			fmt.Sprintf("Retry in %d s.", seconds(res.RetryAfter)), m.violated(res))
+			fmt.Sprintf("Retry in %d s.", seconds(res.RetryAfter)), m.violated(res, p))
 	})
 }
 
@@ -280,13 +353,13 @@ func (m *Middleware) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 // violated returns the names of the policies that denied res.
-func (m *Middleware) violated(res redislimit.Result) []string {
-	if len(res.Parts) != len(m.quotas) || len(m.quotas) < 2 {
+func (m *Middleware) violated(res redislimit.Result, p *policy) []string {
+	if len(res.Parts) != len(p.quotas) || len(p.quotas) < 2 {
 		return []string{m.name}
 	}
 	var names []string
-	for i, p := range res.Parts {
-		if !p.Allowed {
+	for i, part := range res.Parts {
+		if !part.Allowed {
 			names = append(names, m.name+"-"+strconv.Itoa(i))
 		}
 	}
@@ -295,9 +368,9 @@ func (m *Middleware) violated(res redislimit.Result) []string {
 
 // setHeaders sets the RateLimit fields of a decision, and on a denial
 // Retry-After.
-func (m *Middleware) setHeaders(h http.Header, res redislimit.Result) {
+func (m *Middleware) setHeaders(h http.Header, res redislimit.Result, pol *policy) {
 	parts := res.Parts
-	if len(parts) != len(m.quotas) {
+	if len(parts) != len(pol.quotas) {
 		parts = []redislimit.Result{res}
 	}
 	retry := seconds(res.RetryAfter)
@@ -310,9 +383,9 @@ func (m *Middleware) setHeaders(h http.Header, res redislimit.Result) {
 		if !res.Allowed {
 			t = min(t, retry) // never past Retry-After
 		}
-		items[i] = m.names[min(i, len(m.names)-1)] + ";r=" + sfInt(int64(max(p.Remaining, 0))) + ";t=" + sfInt(t)
+		items[i] = pol.names[min(i, len(pol.names)-1)] + ";r=" + sfInt(int64(max(p.Remaining, 0))) + ";t=" + sfInt(t)
 	}
-	h.Set("RateLimit-Policy", m.policy)
+	h.Set("RateLimit-Policy", pol.value)
 	h.Set("RateLimit", strings.Join(items, ", "))
 	if !res.Allowed {
 		h.Set("Retry-After", strconv.FormatInt(retry, 10))

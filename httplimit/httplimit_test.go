@@ -466,3 +466,82 @@ func TestHugeLimitStaysAnSFInteger(t *testing.T) {
 	}
 	header(t, resp, "RateLimit")
 }
+
+// WithLimiterFunc decides each request with the limiter it chooses, on
+// real Redis: the RateLimit fields describe that limiter, a tenant's
+// usage carries over when its plan changes, a nil choice falls back to
+// New's limiter, and an error is a 503 without reaching the handler.
+func TestLimiterFunc(t *testing.T) {
+	s := redistest.Start(t)
+	rdb := redistest.NewClient(t, s.Addr())
+	clk := clock.NewFake(epoch)
+	free, err := redislimit.New(rdb, redislimit.FixedWindow(2, time.Minute),
+		redislimit.WithPrefix(t.Name()+":"), redislimit.WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pro, err := free.Using(redislimit.FixedWindow(5, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	plan := map[string]*redislimit.Limiter{"free": nil, "pro": pro}
+	errPlan := errors.New("plan store down")
+	var served atomic.Int32
+	newHandler := func(lim *redislimit.Limiter) http.Handler {
+		mw, err := httplimit.New(lim,
+			httplimit.WithKeyFunc(func(r *http.Request) (string, error) { return "tenant", nil }),
+			httplimit.WithLimiterFunc(func(r *http.Request) (*redislimit.Limiter, error) {
+				name := r.Header.Get("Plan")
+				if name == "broken" {
+					return nil, errPlan
+				}
+				return plan[name], nil
+			}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { served.Add(1) }))
+	}
+	h := newHandler(free)
+	get := func(h http.Handler, name string) *http.Response {
+		r := httptest.NewRequest(http.MethodGet, "/", nil)
+		r.Header.Set("Plan", name)
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, r)
+		return w.Result()
+	}
+	tests := []struct {
+		plan, status, policy, ratelimit string
+	}{
+		{"free", "200 OK", `"default";q=2;w=60`, `"default";r=1;t=60`},
+		{"free", "200 OK", `"default";q=2;w=60`, `"default";r=0;t=60`},
+		{"free", "429 Too Many Requests", `"default";q=2;w=60`, `"default";r=0;t=60`},
+		// The upgrade keeps the 2 units used.
+		{"pro", "200 OK", `"default";q=5;w=60`, `"default";r=2;t=60`},
+		{"free", "429 Too Many Requests", `"default";q=2;w=60`, `"default";r=0;t=60`},
+		{"broken", "503 Service Unavailable", "", ""},
+	}
+	for i, tt := range tests {
+		before := served.Load()
+		resp := get(h, tt.plan)
+		if resp.Status != tt.status || resp.Header.Get("RateLimit-Policy") != tt.policy || resp.Header.Get("RateLimit") != tt.ratelimit {
+			t.Errorf("request %d (%s) = %s, RateLimit-Policy %q, RateLimit %q; want %s, %q, %q", i, tt.plan,
+				resp.Status, resp.Header.Get("RateLimit-Policy"), resp.Header.Get("RateLimit"), tt.status, tt.policy, tt.ratelimit)
+		}
+		if reached := served.Load() > before; reached != (tt.status == "200 OK") {
+			t.Errorf("request %d (%s) reached the handler: %v", i, tt.plan, reached)
+		}
+	}
+
+	// Without a limiter of its own, a request with no choice fails.
+	if _, err := httplimit.New(nil, httplimit.WithLimiterFunc(func(*http.Request) (*redislimit.Limiter, error) { return nil, nil })); err != nil {
+		t.Fatalf("New(nil, WithLimiterFunc) = %v, want no error", err)
+	}
+	h = newHandler(nil)
+	if resp := get(h, "free"); resp.StatusCode != http.StatusServiceUnavailable {
+		t.Errorf("no limiter chosen, none of its own: %s, want 503", resp.Status)
+	}
+	if resp := get(h, "pro"); resp.StatusCode != http.StatusOK {
+		t.Errorf("pro on a Middleware without a limiter of its own: %s, want 200", resp.Status)
+	}
+}
