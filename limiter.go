@@ -5,6 +5,7 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
+	"hash/maphash"
 	"reflect"
 	"strings"
 	"sync"
@@ -175,7 +176,7 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 			l.denials = newDenials(l.denyKeys)
 		}
 	}
-	l.fam.remember(alg, l)
+	l.fam.remember(l)
 	return l, nil
 }
 
@@ -259,8 +260,8 @@ func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
 	}
 	c := cacheable(alg)
 	if c {
-		if d, ok := l.fam.derived.Load(alg); ok {
-			return d.(*Limiter), nil
+		if d := l.fam.lookup(alg); d != nil {
+			return d, nil
 		}
 	}
 	args, err := checkAlgorithm(alg)
@@ -273,7 +274,7 @@ func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
 		return nil, err
 	}
 	if c {
-		l.fam.remember(alg, d)
+		l.fam.remember(d)
 	}
 	return d, nil
 }
@@ -708,8 +709,8 @@ func checkKey(key string) error {
 // in-process store per kind of algorithm. Each cache is bounded; past its
 // bound it starts again empty, which costs only rebuilding.
 type family struct {
-	derived  sync.Map // comparable Algorithm → *Limiter
-	nDerived atomic.Int32
+	seed    maphash.Seed
+	derived atomic.Pointer[[derivedSlots]atomic.Pointer[Limiter]] // nil until the first Using
 
 	mu     sync.Mutex
 	progs  map[progKey]*program   // guarded by mu
@@ -718,8 +719,11 @@ type family struct {
 
 // Bounds of a family's caches.
 const (
-	maxDerived  = 4096 // Limiters kept for algorithm values
-	maxPrograms = 256  // assembled scripts
+	// derivedSlots is how many Limiters a family keeps for algorithm
+	// values: one per slot, chosen by the value's hash, a newer one
+	// replacing an older.
+	derivedSlots = 4096
+	maxPrograms  = 256 // assembled scripts
 )
 
 // progKey is what a program is assembled from: one body with argc
@@ -730,19 +734,38 @@ type progKey struct {
 }
 
 func newFamily() *family {
-	return &family{progs: make(map[progKey]*program), locals: make(map[string]*localStore)}
+	return &family{seed: maphash.MakeSeed(), progs: make(map[progKey]*program), locals: make(map[string]*localStore)}
 }
 
-// remember keeps d as the Limiter for alg, when alg can be compared.
-func (f *family) remember(alg Algorithm, d *Limiter) {
-	if !cacheable(alg) {
+// slot returns the slot of alg, which is cacheable, in slots.
+func (f *family) slot(slots *[derivedSlots]atomic.Pointer[Limiter], alg Algorithm) *atomic.Pointer[Limiter] {
+	return &slots[maphash.Comparable(f.seed, alg)%derivedSlots]
+}
+
+// lookup returns the Limiter kept for alg, which is cacheable, or nil.
+func (f *family) lookup(alg Algorithm) *Limiter {
+	slots := f.derived.Load()
+	if slots == nil {
+		return nil
+	}
+	if d := f.slot(slots, alg).Load(); d != nil && d.alg == alg {
+		return d
+	}
+	return nil
+}
+
+// remember keeps d as the Limiter for its algorithm, when that can be
+// compared.
+func (f *family) remember(d *Limiter) {
+	if !cacheable(d.alg) {
 		return
 	}
-	if f.nDerived.Add(1) > maxDerived {
-		f.derived.Clear()
-		f.nDerived.Store(1)
+	slots := f.derived.Load()
+	if slots == nil {
+		f.derived.CompareAndSwap(nil, new([derivedSlots]atomic.Pointer[Limiter]))
+		slots = f.derived.Load()
 	}
-	f.derived.Store(alg, d)
+	f.slot(slots, d.alg).Store(d)
 }
 
 // program returns the program for k, assembling it the first time.
