@@ -84,7 +84,22 @@
 // i + ":" + name + ":#{" + H + "}" + K instead, H the first 32 hex digits
 // of K's SHA-256, so that they still share a slot.) Two algorithms of
 // different names on one user key never share state; limiters of the same
-// algorithm and prefix do, whatever their parameters.
+// algorithm and prefix do, whatever their parameters, which is what lets
+// a key keep its usage when its limit changes (see Plans and per-tenant
+// limits).
+//
+// # Plans and per-tenant limits
+//
+// A limit that depends on who calls (a free and a pro plan, or a limit
+// per tenant read from a database) is a Limiter derived per call with
+// [Limiter.Using]: it shares everything but the algorithm with its parent,
+// costs tens of nanoseconds for parameters it has seen, and reads the
+// same Redis key for every algorithm of one kind. A key's usage so carries
+// over when its limit changes, as each algorithm's documentation states:
+// a token bucket keeps the units in use, capped at the new burst; windows
+// keep their counts, judged by the new limit. An algorithm of another
+// kind, or All's parts in other positions, have keys of their own. The
+// deny cache reuses a denial only under the parameters that gave it.
 //
 // # Batching
 //

@@ -14,9 +14,12 @@ import (
 type Option func(*Limiter)
 
 // WithPrefix sets the prefix of the limiter's Redis keys. The default is
-// [DefaultPrefix]. Give limiters with different parameters different
-// prefixes when they may see the same user keys. A prefix holding '{' or '}'
-// is refused with [ErrInvalidConfig]: the hash tag is the user key's.
+// [DefaultPrefix]. Limiters of one kind of algorithm with one prefix share
+// a user key's state whatever their parameters: that is how
+// [Limiter.Using] carries a key's usage across a change of limit. Give
+// limiters different prefixes only for limits that must count apart, such
+// as two policies of one kind on the same keys. A prefix holding '{' or
+// '}' is refused with [ErrInvalidConfig]: the hash tag is the user key's.
 func WithPrefix(prefix string) Option {
 	return func(l *Limiter) { l.prefix = prefix }
 }
