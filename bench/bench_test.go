@@ -51,3 +51,9 @@ func BenchmarkKeyMemory(b *testing.B) {
 	b.Run("incr+expire", func(b *testing.B) { harness.KeyMemory(b, target, harness.IncrExpire.Subject()) })
 	harness.LimiterMemory(b, target)
 }
+
+// BenchmarkChangedLimit measures the Redis time of a decision on a key
+// whose limit changes at every call (two plans of one algorithm, derived
+// with Limiter.Using) against one whose limit stays the same, in turns in
+// one run: same-redis-usec/op, changed-redis-usec/op and changed/same.
+func BenchmarkChangedLimit(b *testing.B) { harness.ChangedLimit(b, target) }

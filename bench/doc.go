@@ -16,7 +16,9 @@
 // All's Redis time sits beside its parts' in one run. BenchmarkDenyCache measures a hot
 // denied key with and without WithDenyCache (script-calls/op, from INFO
 // commandstats), BenchmarkAllowMany one AllowMany of 1,000 keys against
-// 1,000 Allow calls. The peers, and the throughput benchmarks that compare
+// 1,000 Allow calls, BenchmarkChangedLimit the Redis time of a decision
+// on a key whose limit changes at every call (Limiter.Using) against one
+// whose limit stays the same. The peers, and the throughput benchmarks that compare
 // with them and with the Redis-bound ceiling (redis-benchmark, when
 // installed), are in the nested module bench/peers, so that the library's
 // go.mod never requires them.

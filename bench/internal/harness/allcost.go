@@ -52,6 +52,27 @@ func AllVsParts(b *testing.B, t *Target) {
 // takeTurns runs subs, the subjects of rows, in turns, as [AllVsParts]
 // describes; the last row is the All.
 func takeTurns(b *testing.B, t *Target, rows []Algorithm, subs []Subject) {
+	names := make([]string, len(rows))
+	for i, r := range rows {
+		names[i] = r.Short
+	}
+	usec := inTurns(b, t, names, subs)
+	var dearer float64
+	for _, u := range usec[:len(usec)-1] {
+		dearer = max(dearer, u)
+	}
+	if dearer > 0 {
+		b.ReportMetric(usec[len(usec)-1]/dearer, "all/dearer-part")
+	}
+}
+
+// inTurns runs subs in turns of [TurnCalls] calls on one goroutine, each
+// on a key of its own, until each has made b.N calls, and reports each
+// one's Redis time per call as <name>-redis-usec/op (and, on a server
+// this process started, <name>-redis-cpu-usec/op), names[i] naming
+// subs[i]. It returns the Redis time per call of each. It needs a real
+// server and skips otherwise.
+func inTurns(b *testing.B, t *Target, names []string, subs []Subject) []float64 {
 	if !t.Real() {
 		b.Skip("Redis time per subject comes from INFO commandstats, which needs a real Redis server")
 	}
@@ -63,7 +84,7 @@ func takeTurns(b *testing.B, t *Target, rows []Algorithm, subs []Subject) {
 	for i, s := range subs {
 		d, c, ctr := bind(b, t, s, 2)
 		decide[i], ctrs[i] = d, ctr
-		keys[i] = t.Key(b.Name() + "/" + rows[i].Short)
+		keys[i] = t.Key(b.Name() + "/" + names[i])
 		prepare(b, s, d, keys[i])
 		if err := c.Ping(ctx).Err(); err != nil {
 			b.Fatal(err)
@@ -94,7 +115,7 @@ func takeTurns(b *testing.B, t *Target, rows []Algorithm, subs []Subject) {
 					b.Fatal(err)
 				}
 				if ok != subs[i].Allowed {
-					b.Fatalf("%s: call %d: allowed = %v, want %v", rows[i].Name, done+c+1, ok, subs[i].Allowed)
+					b.Fatalf("%s: call %d: allowed = %v, want %v", names[i], done+c+1, ok, subs[i].Allowed)
 				}
 			}
 			if cpuMeasured {
@@ -115,17 +136,12 @@ func takeTurns(b *testing.B, t *Target, rows []Algorithm, subs []Subject) {
 	for i, s := range subs {
 		verify(b, t, s, keys[i], int64(b.N))
 	}
-	var dearer float64
-	for i, r := range rows {
-		b.ReportMetric(usec[i]/float64(b.N), r.Short+"-redis-usec/op")
+	for i, name := range names {
+		usec[i] /= float64(b.N)
+		b.ReportMetric(usec[i], name+"-redis-usec/op")
 		if cpuMeasured {
-			b.ReportMetric(cpu[i]/float64(b.N), r.Short+"-redis-cpu-usec/op")
-		}
-		if i < n-1 {
-			dearer = max(dearer, usec[i])
+			b.ReportMetric(cpu[i]/float64(b.N), name+"-redis-cpu-usec/op")
 		}
 	}
-	if dearer > 0 {
-		b.ReportMetric(usec[n-1]/dearer, "all/dearer-part")
-	}
+	return usec
 }
