@@ -225,14 +225,27 @@ func quotasOf(alg Algorithm) []Quota {
 	return q
 }
 
+// argsAppender is an algorithm of the package's, whose Args is
+// appendArgs(nil): [Limiter.Using] gives it room for its arguments in the
+// Limiter it allocates anyway.
+type argsAppender interface {
+	appendArgs(dst []any) ([]any, error)
+}
+
 // checkAlgorithm checks alg's name, capacity, body and arguments, and
-// returns the arguments; errors wrap [ErrInvalidConfig] and name alg as
-// its constructor does.
-func checkAlgorithm(alg Algorithm) ([]any, error) {
+// returns the arguments, appended to dst when alg is an argsAppender;
+// errors wrap [ErrInvalidConfig] and name alg as its constructor does.
+func checkAlgorithm(alg Algorithm, dst []any) ([]any, error) {
 	if isNil(alg) {
 		return nil, ErrNilAlgorithm
 	}
-	args, err := alg.Args()
+	var args []any
+	var err error
+	if a, ok := alg.(argsAppender); ok {
+		args, err = a.appendArgs(dst)
+	} else {
+		args, err = alg.Args()
+	}
 	if err != nil {
 		return nil, err
 	}

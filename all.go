@@ -70,7 +70,7 @@ func All(algs ...Algorithm) Algorithm {
 	bodies := make([]string, len(a.parts))
 	argc := make([]int, len(a.parts))
 	for i, p := range a.parts {
-		pa, err := checkAlgorithm(p)
+		pa, err := checkAlgorithm(p, nil)
 		if err != nil {
 			a.err = fmt.Errorf("All: part %d: %w", i, err)
 			return a

@@ -132,7 +132,7 @@ func New(client redis.Scripter, alg Algorithm, opts ...Option) (*Limiter, error)
 
 // build makes a Limiter on client, or an in-process one when client is nil.
 func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error) {
-	args, err := checkAlgorithm(alg)
+	args, err := checkAlgorithm(alg, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -264,11 +264,12 @@ func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
 			return d, nil
 		}
 	}
-	args, err := checkAlgorithm(alg)
+	dl := new(derived)
+	args, err := checkAlgorithm(alg, dl.argv[:0])
 	if err != nil {
 		return nil, err
 	}
-	d := new(Limiter)
+	d := &dl.Limiter
 	*d = *l
 	if err := d.bind(alg, args); err != nil {
 		return nil, err
@@ -701,6 +702,13 @@ func checkKey(key string) error {
 		return ErrKeyTooLong
 	}
 	return nil
+}
+
+// derived is a Limiter that [Limiter.Using] allocates, with room for the
+// arguments of the package's algorithms.
+type derived struct {
+	Limiter
+	argv [4]any
 }
 
 // family is what a Limiter built by [New] or [NewLocal] and every Limiter
