@@ -176,7 +176,6 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 			l.denials = newDenials(l.denyKeys)
 		}
 	}
-	l.fam.remember(l)
 	return l, nil
 }
 
@@ -214,18 +213,30 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 			l.localPeriod = time.Second
 		}
 	}
+	l.prog = l.fam.program(progKeyOf(alg, args))
 	if l.client == nil {
 		l.limit = l.localLimit
-	} else if isAll {
-		l.prog = l.fam.program(progKey{body: all.script(), argc: -1})
-	} else {
-		l.prog = l.fam.program(progKey{body: alg.Body(), argc: len(args)})
 	}
-	l.params = l
-	if cacheable(alg) {
-		l.params = alg
-	}
+	l.params = paramsOf(alg, l.prog, args)
 	return nil
+}
+
+// paramsOf returns the identity of alg's parameters, whose arguments are
+// args and whose program is prog: alg itself when it is a value that
+// compares equal to itself, else what the script receives.
+func paramsOf(alg Algorithm, prog *program, args []any) any {
+	if comparableAlg(alg) {
+		return alg
+	}
+	return paramsID{prog: prog, name: alg.Name(), args: fmt.Sprint(args...)}
+}
+
+// paramsID identifies the parameters of an algorithm that cannot be
+// compared: its program (body or script), Name and arguments.
+type paramsID struct {
+	prog *program
+	name string
+	args string
 }
 
 // Using returns a Limiter that decides with alg and shares everything
@@ -246,11 +257,13 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 //
 // Using sends nothing to Redis (a new body's script loads on its first
 // call, as with New) and is cheap enough for every request: it keeps the
-// Limiters it built for the last few thousand algorithm values that can be
-// compared (those of [FixedWindow], [SlidingLog], [SlidingWindow] and
-// [TokenBucket] can; an [All] cannot, and costs an algorithm check each
-// time, with its assembled script reused). It returns the errors of
-// [New]: [ErrNilAlgorithm], or one wrapping [ErrInvalidConfig] for invalid
+// Limiters it built, up to a few thousand, and returns the same Limiter
+// for an equal algorithm. An algorithm value of plain data (those of
+// [FixedWindow], [SlidingLog], [SlidingWindow] and [TokenBucket]) is found
+// by its value, without checking it again; any other (an [All], or a type
+// holding pointers or slices) is checked and found by its arguments and
+// script, which costs more. It returns the errors of [New]:
+// [ErrNilAlgorithm], or one wrapping [ErrInvalidConfig] for invalid
 // parameters or, on an in-process Limiter, an algorithm that cannot run
 // in process memory; and errors.Is(err, ErrInvalidConfig) for a Limiter
 // that New did not build.
@@ -258,8 +271,11 @@ func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
 	if err := l.built(); err != nil {
 		return nil, err
 	}
-	c := cacheable(alg)
+	c := comparableAlg(alg)
 	if c {
+		if alg == l.alg {
+			return l, nil
+		}
 		if d := l.fam.lookup(alg); d != nil {
 			return d, nil
 		}
@@ -269,13 +285,23 @@ func (l *Limiter) Using(alg Algorithm) (*Limiter, error) {
 	if err != nil {
 		return nil, err
 	}
+	var id paramsID
+	if !c {
+		id = paramsOf(alg, l.fam.program(progKeyOf(alg, args)), args).(paramsID)
+		if d := l.fam.lookupID(id); d != nil {
+			return d, nil
+		}
+	}
 	d := &dl.Limiter
 	*d = *l
+	d.turns = &dl.turns
 	if err := d.bind(alg, args); err != nil {
 		return nil, err
 	}
 	if c {
 		l.fam.remember(d)
+	} else {
+		l.fam.rememberID(id, d)
 	}
 	return d, nil
 }
@@ -705,10 +731,13 @@ func checkKey(key string) error {
 }
 
 // derived is a Limiter that [Limiter.Using] allocates, with room for the
-// arguments of the package's algorithms.
+// arguments of the package's algorithms and its own Wait turns: waiters
+// under other parameters, which may have other Redis keys, do not queue
+// behind each other.
 type derived struct {
 	Limiter
-	argv [4]any
+	argv  [4]any
+	turns turns
 }
 
 // family is what a Limiter built by [New] or [NewLocal] and every Limiter
@@ -721,17 +750,19 @@ type family struct {
 	derived atomic.Pointer[[derivedSlots]atomic.Pointer[Limiter]] // nil until the first Using
 
 	mu     sync.Mutex
+	byID   map[paramsID]*Limiter  // for algorithms that cannot be compared; guarded by mu
 	progs  map[progKey]*program   // guarded by mu
-	locals map[string]*localStore // by Name; guarded by mu
+	locals map[string]*localStore // by Name, one per kind of algorithm; guarded by mu
 }
 
 // Bounds of a family's caches.
 const (
 	// derivedSlots is how many Limiters a family keeps for algorithm
-	// values: one per slot, chosen by the value's hash, a newer one
-	// replacing an older.
+	// values that compare: each goes to one of two slots chosen by its
+	// hash, a newer one replacing an older.
 	derivedSlots = 4096
-	maxPrograms  = 256 // assembled scripts
+	maxByID      = 1024 // Limiters kept for algorithms that cannot be compared
+	maxPrograms  = 256  // assembled scripts
 )
 
 // progKey is what a program is assembled from: one body with argc
@@ -741,39 +772,75 @@ type progKey struct {
 	argc int
 }
 
+// progKeyOf returns the progKey of alg, whose arguments are args.
+func progKeyOf(alg Algorithm, args []any) progKey {
+	if a, ok := alg.(allOf); ok {
+		return progKey{body: a.script(), argc: -1}
+	}
+	return progKey{body: alg.Body(), argc: len(args)}
+}
+
 func newFamily() *family {
-	return &family{seed: maphash.MakeSeed(), progs: make(map[progKey]*program), locals: make(map[string]*localStore)}
+	return &family{
+		seed:   maphash.MakeSeed(),
+		byID:   make(map[paramsID]*Limiter),
+		progs:  make(map[progKey]*program),
+		locals: make(map[string]*localStore),
+	}
 }
 
-// slot returns the slot of alg, which is cacheable, in slots.
-func (f *family) slot(slots *[derivedSlots]atomic.Pointer[Limiter], alg Algorithm) *atomic.Pointer[Limiter] {
-	return &slots[maphash.Comparable(f.seed, alg)%derivedSlots]
+// slots returns the two slots of alg, which compares, in slots.
+func (f *family) slots(slots *[derivedSlots]atomic.Pointer[Limiter], alg Algorithm) (*atomic.Pointer[Limiter], *atomic.Pointer[Limiter]) {
+	i := maphash.Comparable(f.seed, alg) % derivedSlots
+	return &slots[i], &slots[i^1]
 }
 
-// lookup returns the Limiter kept for alg, which is cacheable, or nil.
+// lookup returns the Limiter kept for alg, which compares, or nil.
 func (f *family) lookup(alg Algorithm) *Limiter {
 	slots := f.derived.Load()
 	if slots == nil {
 		return nil
 	}
-	if d := f.slot(slots, alg).Load(); d != nil && d.alg == alg {
+	a, b := f.slots(slots, alg)
+	if d := a.Load(); d != nil && d.alg == alg {
+		return d
+	}
+	if d := b.Load(); d != nil && d.alg == alg {
 		return d
 	}
 	return nil
 }
 
-// remember keeps d as the Limiter for its algorithm, when that can be
-// compared.
+// remember keeps d as the Limiter for its algorithm, which compares: in
+// the first of its slots that is free, else in place of the second's.
 func (f *family) remember(d *Limiter) {
-	if !cacheable(d.alg) {
-		return
-	}
 	slots := f.derived.Load()
 	if slots == nil {
 		f.derived.CompareAndSwap(nil, new([derivedSlots]atomic.Pointer[Limiter]))
 		slots = f.derived.Load()
 	}
-	f.slot(slots, d.alg).Store(d)
+	a, b := f.slots(slots, d.alg)
+	if a.CompareAndSwap(nil, d) {
+		return
+	}
+	b.Store(d)
+}
+
+// lookupID returns the Limiter kept for id, or nil.
+func (f *family) lookupID(id paramsID) *Limiter {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.byID[id]
+}
+
+// rememberID keeps d as the Limiter for id.
+func (f *family) rememberID(id paramsID, d *Limiter) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.byID) >= maxByID {
+		clear(f.byID)
+	}
+	f.byID[id] = d
 }
 
 // program returns the program for k, assembling it the first time.
@@ -807,38 +874,43 @@ func (f *family) localStore(name string) *localStore {
 	return s
 }
 
-// cacheableTypes memoises cacheableType.
-var cacheableTypes sync.Map // reflect.Type → bool
+// comparableTypes memoises comparableType.
+var comparableTypes sync.Map // reflect.Type → bool
 
-// cacheable reports whether alg is a value that can be a map key without
-// panicking, so that equal values stand for equal parameters: a type made
-// of numbers, strings, booleans, pointers and channels, in structs and
-// arrays, with no interface, slice, map or func inside.
-func cacheable(alg Algorithm) bool {
+// comparableAlg reports whether alg is a value of plain data that equals
+// itself, so that it can be a map key without panicking and equal values
+// stand for equal parameters: a type made of numbers, strings and
+// booleans, in structs and arrays, with no pointer, interface, slice, map,
+// channel or func inside, holding no NaN.
+func comparableAlg(alg Algorithm) bool {
 	t := reflect.TypeOf(alg)
 	if t == nil {
 		return false
 	}
-	if c, ok := cacheableTypes.Load(t); ok {
-		return c.(bool)
+	c, ok := comparableTypes.Load(t)
+	if !ok {
+		c = comparableType(t)
+		comparableTypes.Store(t, c)
 	}
-	c := cacheableType(t)
-	cacheableTypes.Store(t, c)
-	return c
+	return c.(bool) && alg == alg
 }
 
-func cacheableType(t reflect.Type) bool {
+func comparableType(t reflect.Type) bool {
 	switch t.Kind() {
-	case reflect.Interface, reflect.Slice, reflect.Map, reflect.Func, reflect.UnsafePointer:
-		return false
+	case reflect.Bool, reflect.String,
+		reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64,
+		reflect.Uint, reflect.Uint8, reflect.Uint16, reflect.Uint32, reflect.Uint64, reflect.Uintptr,
+		reflect.Float32, reflect.Float64, reflect.Complex64, reflect.Complex128:
+		return true
 	case reflect.Array:
-		return cacheableType(t.Elem())
+		return comparableType(t.Elem())
 	case reflect.Struct:
 		for i := range t.NumField() {
-			if !cacheableType(t.Field(i).Type) {
+			if !comparableType(t.Field(i).Type) {
 				return false
 			}
 		}
+		return true
 	}
-	return true
+	return false
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -127,8 +128,8 @@ func TestUsingSharesKeys(t *testing.T) {
 		if again := using(t, free, redislimit.FixedWindow(50, time.Hour)); again != pro {
 			t.Errorf("Using the same algorithm twice gave two Limiters")
 		}
-		if via := using(t, pro, redislimit.FixedWindow(5, time.Minute)); via != free {
-			t.Errorf("Using the parent's algorithm on a derived Limiter did not give the parent")
+		if via := using(t, pro, redislimit.FixedWindow(5, time.Minute)); via != using(t, pro, redislimit.FixedWindow(5, time.Minute)) || via.Quotas()[0] != free.Quotas()[0] {
+			t.Errorf("Using the parent's algorithm on a derived Limiter twice: two Limiters, or Quotas %v, want %v", via.Quotas(), free.Quotas())
 		}
 		if q := pro.Quotas(); len(q) != 1 || q[0] != (redislimit.Quota{Limit: 50, Window: time.Hour}) {
 			t.Errorf("derived Quotas = %v, want 50 per hour", q)
@@ -324,4 +325,184 @@ func ExampleLimiter_Using() {
 	}
 	fmt.Println(r.Remaining, "of", r.Limit, "left")
 	// Output: 92 of 100 left
+}
+
+// countAlg is a LocalAlgorithm defined elsewhere: at most limit per hour.
+// tags, a slice, keeps its values from being compared.
+type countAlg struct {
+	limit int
+	tags  []string
+}
+
+func (countAlg) Name() string           { return "cnt" }
+func (a countAlg) Limit() int           { return a.limit }
+func (countAlg) Body() string           { return dailyQuotaBody }
+func (a countAlg) Args() ([]any, error) { return []any{a.limit}, nil }
+func (a countAlg) NewLocalState(instances int) redislimit.LocalState {
+	return &countState{limit: max(1, a.limit/instances)}
+}
+
+type countState struct{ used, limit int }
+
+func (s *countState) Decide(now int64, n int, consume bool) redislimit.Result {
+	ok := s.used+n <= s.limit
+	if ok && consume {
+		s.used += n
+	}
+	r := redislimit.Result{Allowed: ok, Remaining: s.limit - s.used}
+	if !ok {
+		r.RetryAfter = time.Hour
+	}
+	return r
+}
+func (s *countState) ExpiresAt() int64 { return math.MaxInt64 }
+
+// nanAlg is of a comparable type, and holds a float that may be NaN.
+type nanAlg struct {
+	limit int
+	skew  float64
+}
+
+func (nanAlg) Name() string           { return "nan" }
+func (a nanAlg) Limit() int           { return a.limit }
+func (nanAlg) Body() string           { return dailyQuotaBody }
+func (a nanAlg) Args() ([]any, error) { return []any{a.limit}, nil }
+func (a nanAlg) NewLocalState(instances int) redislimit.LocalState {
+	return &countState{limit: a.limit}
+}
+
+// ptrAlg is an algorithm of a pointer type whose parameters may change.
+type ptrAlg struct{ limit int }
+
+func (*ptrAlg) Name() string           { return "daily" }
+func (a *ptrAlg) Limit() int           { return a.limit }
+func (*ptrAlg) Body() string           { return dailyQuotaBody }
+func (a *ptrAlg) Args() ([]any, error) { return []any{a.limit}, nil }
+
+func admitted(t *testing.T, get func() *redislimit.Limiter, calls int) int {
+	t.Helper()
+	n := 0
+	for range calls {
+		r, err := get().Allow(context.Background(), "k")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Allowed {
+			n++
+		}
+	}
+	return n
+}
+
+// An algorithm that cannot be compared, derived per call, is found by its
+// arguments: in process, a key's state stays with equal parameters.
+func TestUsingLocalUncomparablePerCall(t *testing.T) {
+	alg := countAlg{limit: 2, tags: []string{"x"}}
+	parent, err := redislimit.NewLocal(alg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := admitted(t, func() *redislimit.Limiter { return parent }, 5); n != 2 {
+		t.Fatalf("parent: %d admitted, want 2", n)
+	}
+	parent2, _ := redislimit.NewLocal(alg)
+	got := admitted(t, func() *redislimit.Limiter {
+		d, err := parent2.Using(countAlg{limit: 2, tags: []string{"x"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return d
+	}, 5)
+	if got != 2 {
+		t.Errorf("Using the same parameters per call: %d of 5 admitted, want 2", got)
+	}
+}
+
+// An algorithm holding a NaN, never equal to itself, still keeps its
+// keys' state in process.
+func TestLocalAlgorithmHoldingNaN(t *testing.T) {
+	lim, err := redislimit.NewLocal(nanAlg{limit: 2, skew: math.NaN()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := admitted(t, func() *redislimit.Limiter { return lim }, 5); n != 2 {
+		t.Errorf("NewLocal(alg with NaN): %d of 5 admitted, want 2", n)
+	}
+}
+
+// The deny cache answers for an All derived per call, as for one Limiter.
+func TestUsingDenyCacheAllPerCall(t *testing.T) {
+	c, _ := countedServer(t)
+	var hits atomic.Int64
+	obs := redislimit.WithObserver(func(ctx context.Context, o redislimit.Observation) {
+		if o.DenyCacheHit {
+			hits.Add(1)
+		}
+	})
+	plan := func() redislimit.Algorithm {
+		return redislimit.All(redislimit.FixedWindow(2, time.Hour), redislimit.FixedWindow(100, 24*time.Hour))
+	}
+	parent := newRedisLimiter(t, c, redislimit.FixedWindow(1000, time.Hour), nil, redislimit.WithDenyCache(100), obs)
+	for range 10 {
+		d, err := parent.Using(plan())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.Allow(context.Background(), "k"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if hits.Load() == 0 {
+		t.Errorf("deny cache hits for All derived per call = 0, want 7 (as with one Limiter)")
+	}
+}
+
+// An algorithm of a pointer type is found by its arguments, not its
+// address: after its parameters change, Using decides with the new ones.
+func TestUsingPointerAlgorithm(t *testing.T) {
+	c, _ := countedServer(t)
+	parent := newRedisLimiter(t, c, redislimit.FixedWindow(10, time.Hour), nil)
+	p := &ptrAlg{limit: 5}
+	d1, _ := parent.Using(p)
+	p.limit = 50
+	d2, _ := parent.Using(p)
+	n, _ := redislimit.New(c, p)
+	if d1 == d2 || d2.Quotas()[0].Limit != 50 || n.Quotas()[0].Limit != 50 {
+		t.Errorf("after the limit went from 5 to 50: same Limiter %v, Quotas %v, New's %v; want a new Limiter of 50", d1 == d2, d2.Quotas(), n.Quotas())
+	}
+	if _, err := d2.AllowN(context.Background(), "k", 20); err != nil {
+		t.Errorf("AllowN(20) after the limit was raised to 50: %v", err)
+	}
+}
+
+// Waiters under other parameters do not queue behind each other: a
+// TokenBucket waiter with tokens to spare, and a larger plan's waiter,
+// return at once while a FixedWindow waiter on the same user key sleeps.
+func TestUsingWaitTurns(t *testing.T) {
+	c, _ := countedServer(t)
+	fw := newRedisLimiter(t, c, redislimit.FixedWindow(1, time.Hour), nil)
+	tb, err := fw.Using(redislimit.TokenBucket(100, time.Second, 100))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bg := context.Background()
+	if _, err := fw.Allow(bg, "k"); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(bg)
+	defer cancel()
+	go fw.Wait(ctx, "k") // sleeps ~1h holding k's turn
+	time.Sleep(200 * time.Millisecond)
+	ctx2, cancel2 := context.WithTimeout(bg, time.Second)
+	defer cancel2()
+	if err := tb.Wait(ctx2, "k"); err != nil {
+		t.Errorf("TokenBucket Wait on its own key with 100 free: %v (New's Limiter returns at once)", err)
+	}
+	// same kind, larger plan: could be admitted now, also blocked.
+	pro, _ := fw.Using(redislimit.FixedWindow(100, time.Hour))
+	ctx3, cancel3 := context.WithTimeout(bg, time.Second)
+	defer cancel3()
+	if err := pro.Wait(ctx3, "k"); err != nil {
+		t.Errorf("pro plan Wait with 99 free: %v", err)
+	}
 }
