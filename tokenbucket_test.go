@@ -80,6 +80,12 @@ func TestTokenBucketKeepsUsageAcrossParameters(t *testing.T) {
 			// 57.5 tokens in use: 58 at 6s each.
 			{300 * ms, 1, 0, true, allowed(100, 42, 348*s)},
 		}},
+		{"PartOfAµsCounts", []redislimit.Algorithm{tb(3, s, 3), tb(1, s, 10)}, []changeStep{
+			{0, 0, 2, false, allowed(3, 1, 666667*us)},
+			// 333333⅓µs away: a whole token and a third of a µs of another.
+			{333333 * us, 1, 0, true, allowed(10, 8, 2*s)},
+			{0, 0, 0, true, allowed(3, 1, 666667*us)},
+		}},
 		{"SameIntervalKeepsTheFraction", []redislimit.Algorithm{tb(3, s, 3), tb(6, 2*s, 5)}, []changeStep{
 			{0, 0, 1, false, allowed(3, 2, 333334*us)},
 			// The TAT is 333332⅓µs away, not rounded to a whole token.
@@ -245,5 +251,43 @@ func TestTokenBucketStateSize(t *testing.T) {
 	t.Logf("MEMORY USAGE of %q (%d bytes of key) holding %q: %d bytes", rk, len(rk), v, size)
 	if size > 200 {
 		t.Errorf("MEMORY USAGE = %d bytes, want at most 200", size)
+	}
+}
+
+// WithLocalInstances divides the burst and the rate exactly, and an
+// interval that would take an empty bucket past MaxWindow to fill is
+// shortened to fill it in MaxWindow.
+func TestTokenBucketLocalInstances(t *testing.T) {
+	us := time.Microsecond
+	tests := []struct {
+		name      string
+		alg       redislimit.Algorithm
+		instances int
+		steps     []step
+	}{
+		{"Fractional", redislimit.TokenBucket(7, time.Second, 7), 2, []step{
+			// 3 tokens of 285714 + 2/7 µs.
+			{N: 3, Want: allowed(3, 0, 857143*us)},
+			{N: 1, Want: denied(3, 0, 285715*us, 857143*us)},
+			{Advance: 285715 * us, N: 1, Want: allowed(3, 0, 857143*us)},
+		}},
+		{"CappedAtMaxWindow", redislimit.TokenBucket(1, redislimit.MaxWindow, 1), 2, []step{
+			{N: 1, Want: allowed(1, 0, redislimit.MaxWindow)},
+			{N: 1, Want: denied(1, 0, redislimit.MaxWindow, redislimit.MaxWindow)},
+		}},
+		{"ManyInstances", redislimit.TokenBucket(1<<50, time.Millisecond, 1<<50), 1 << 50, []step{
+			{N: 1, Want: allowed(1, 0, time.Millisecond)},
+			{Advance: time.Millisecond - us, N: 1, Want: denied(1, 0, us, us)},
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clk := clock.NewFake(epoch)
+			lim, err := redislimit.NewLocal(tt.alg, redislimit.WithClock(clk.Now), redislimit.WithLocalInstances(tt.instances))
+			if err != nil {
+				t.Fatal(err)
+			}
+			runSteps(t, lim, clk, "k", tt.steps)
+		})
 	}
 }
