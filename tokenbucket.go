@@ -23,19 +23,21 @@ var tokenBucketLua string
 // burst + ⌊rate×t/per⌋ units, and a bucket emptied at time 0 has its k-th
 // token back ⌈k×per/rate⌉ µs later, whatever the rate. The one exception
 // is a rate that, divided by its greatest common divisor with per in µs,
-// exceeds 2^26 (67,108,864; only rates that large): its refill interval is
-// then the closest fraction above per/rate whose denominator is at most
-// 2^26, so each token comes less than 2^-26 µs late, and the rate is
-// slower by a factor under rate/(per in µs)/2^26 (under 1.5e-8 for any
-// rate up to one token per µs). [Result.RetryAfter] and
+// exceeds 2^26 (67,108,864; only rates that large): the refill interval
+// is then the closest fraction above per/rate whose denominator is at
+// most 2^26, less than 2^-26 µs longer, so the rate is slower than asked
+// by a factor under rate/(per in µs)/2^26 (under 1.5e-8 for any rate up
+// to one token per µs), never faster. [Result.RetryAfter] and
 // [Result.ResetAfter] are rounded up to whole µs, [Result.Remaining] down
 // to whole tokens.
 //
-// A key keeps its usage when a [Limiter] with other parameters decides on
-// it: the tokens in use (a partly refilled token counts as in use) stay in
-// use, at most the new burst of them, and refill at the new rate from then
-// on. With the same rate and per, the usage carries over exactly. State
-// per key: a string of four integers, about 100 bytes in Redis.
+// A key keeps its usage when a token bucket with other parameters decides
+// on it (a [Limiter] with the same prefix): the tokens in use, a partly
+// refilled one counted whole, stay in use, at most the new burst of them,
+// and refill at the new rate from then on, so a change never admits more
+// than the usage allows. With the same refill interval per/rate, the
+// usage carries over exactly, capped at the new burst. State per key: a
+// string of four integers, 100 to 170 bytes of Redis memory with the key.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -92,11 +94,18 @@ const maxMicros = int64(MaxWindow / time.Microsecond)
 // and per ≥ 1µs.
 func (a tokenBucket) interval() interval {
 	per, rate := a.per.Microseconds(), int64(a.rate)
-	if g := gcd(per, rate); rate/g <= maxDenom {
-		p, d := per/g, rate/g
-		return interval{q: p / d, r: p % d, d: d}
+	if iv, ok := exactInterval(per, rate); ok {
+		return iv
 	}
 	return approxInterval(big.NewInt(per), big.NewInt(rate), false)
+}
+
+// exactInterval returns num/den µs (both positive) as an interval, and
+// false when its denominator in lowest terms exceeds maxDenom.
+func exactInterval(num, den int64) (interval, bool) {
+	g := gcd(num, den)
+	n, d := num/g, den/g
+	return interval{q: n / d, r: n % d, d: d}, d <= maxDenom
 }
 
 // NewLocalState implements [LocalAlgorithm]: the burst is divided among
@@ -106,20 +115,28 @@ func (a tokenBucket) NewLocalState(instances int) LocalState {
 	burst := localUnits(a.burst, instances)
 	iv := a.interval()
 	if instances > 1 {
-		per := new(big.Int).Mul(big.NewInt(a.per.Microseconds()), big.NewInt(int64(instances)))
-		rate := big.NewInt(int64(a.rate))
-		// burst×per×instances/rate ≤ MaxWindow, checked before the
-		// interval can overflow, and again once it is rounded.
-		fits := new(big.Int).Mul(per, big.NewInt(burst)).Cmp(new(big.Int).Mul(big.NewInt(maxMicros), rate)) <= 0
-		if fits {
-			iv = approxInterval(per, rate, false)
-			fits = iv.fills(burst, maxMicros)
-		}
-		if !fits {
-			iv = approxInterval(big.NewInt(maxMicros), big.NewInt(burst), true)
-		}
+		iv = localInterval(a.per.Microseconds(), int64(a.rate), int64(instances), burst)
 	}
 	return &tokenBucketState{burst: burst, iv: iv, tat: math.MinInt64 / 4}
+}
+
+// localInterval returns per×instances/rate µs as an interval, or
+// MaxWindow/burst when burst such intervals would take longer.
+func localInterval(per, rate, instances, burst int64) interval {
+	if per <= math.MaxInt64/instances {
+		if iv, ok := exactInterval(per*instances, rate); ok && iv.fills(burst, maxMicros) {
+			return iv
+		}
+	}
+	num := new(big.Int).Mul(big.NewInt(per), big.NewInt(instances))
+	den := big.NewInt(rate)
+	// Checked before the interval can overflow, and again once rounded.
+	if new(big.Int).Mul(num, big.NewInt(burst)).Cmp(new(big.Int).Mul(big.NewInt(maxMicros), den)) <= 0 {
+		if iv := approxInterval(num, den, false); iv.fills(burst, maxMicros) {
+			return iv
+		}
+	}
+	return approxInterval(big.NewInt(maxMicros), big.NewInt(burst), true)
 }
 
 // maxDenom bounds the denominator of a refill interval, so that every

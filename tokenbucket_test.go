@@ -275,6 +275,11 @@ func TestTokenBucketLocalInstances(t *testing.T) {
 			{N: 1, Want: allowed(1, 0, redislimit.MaxWindow)},
 			{N: 1, Want: denied(1, 0, redislimit.MaxWindow, redislimit.MaxWindow)},
 		}},
+		{"CappedPastInt64", redislimit.TokenBucket(7, redislimit.MaxWindow, 3), 1 << 50, []step{
+			// per×instances overflows int64 µs.
+			{N: 1, Want: allowed(1, 0, redislimit.MaxWindow)},
+			{Advance: redislimit.MaxWindow - us, N: 1, Want: denied(1, 0, us, us)},
+		}},
 		{"ManyInstances", redislimit.TokenBucket(1<<50, time.Millisecond, 1<<50), 1 << 50, []step{
 			{N: 1, Want: allowed(1, 0, time.Millisecond)},
 			{Advance: time.Millisecond - us, N: 1, Want: denied(1, 0, us, us)},
