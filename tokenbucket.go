@@ -66,6 +66,8 @@ func (a tokenBucket) Args() ([]any, error) {
 	if err := a.valid(); err != nil {
 		return nil, err
 	}
+	// p = q×d + r is per/g for an exact interval, under 2^49; an
+	// approximated one is under 2^23 µs (rate over 2^26), so p < 2^49.
 	iv := a.interval()
 	return []any{a.burst, iv.q*iv.d + iv.r, iv.d}, nil
 }
@@ -117,6 +119,7 @@ func (a tokenBucket) NewLocalState(instances int) LocalState {
 	if instances > 1 {
 		iv = localInterval(a.per.Microseconds(), int64(a.rate), int64(instances), burst)
 	}
+	// A TAT far in the past: full at any clock, before 1970 too.
 	return &tokenBucketState{burst: burst, iv: iv, tat: math.MinInt64 / 4}
 }
 
