@@ -203,8 +203,8 @@ type Quota struct {
 	Limit int
 	// Window is the time the limit spans: the window of [FixedWindow],
 	// [SlidingLog] and [SlidingWindow]; for [TokenBucket], the time an
-	// empty bucket takes to fill (burst × per / rate, with the refill
-	// interval in whole µs); for an algorithm defined elsewhere, what its
+	// empty bucket takes to fill (burst × per / rate, rounded up to a
+	// whole µs); for an algorithm defined elsewhere, what its
 	// Window method returns, or 0 without one.
 	Window time.Duration
 }

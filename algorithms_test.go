@@ -116,9 +116,10 @@ func TestNewValidates(t *testing.T) {
 		{"tb negative burst", c, redislimit.TokenBucket(1, time.Second, -1), nil, redislimit.ErrInvalidConfig},
 		{"tb zero burst", c, redislimit.TokenBucket(1, time.Second, 0), nil, redislimit.ErrInvalidConfig},
 		{"tb per under 1ms", c, redislimit.TokenBucket(1, time.Microsecond, 1), nil, redislimit.ErrInvalidConfig},
-		{"tb faster than 1/µs", c, redislimit.TokenBucket(2000, time.Millisecond, 1), nil, redislimit.ErrInvalidConfig},
-		{"tb interval not near whole µs", c, redislimit.TokenBucket(667, time.Millisecond, 1), nil, redislimit.ErrInvalidConfig},
+		{"tb rate over 2^50", c, redislimit.TokenBucket(1<<50+1, time.Second, 1), nil, redislimit.ErrInvalidConfig},
+		{"tb burst over 2^50", c, redislimit.TokenBucket(1, time.Millisecond, 1<<50+1), nil, redislimit.ErrInvalidConfig},
 		{"tb burst takes over max", c, redislimit.TokenBucket(1, redislimit.MaxWindow, 2), nil, redislimit.ErrInvalidConfig},
+		{"tb burst takes 4/3µs over max", c, redislimit.TokenBucket(3, redislimit.MaxWindow*3/4+time.Microsecond, 4), nil, redislimit.ErrInvalidConfig},
 		{"prefix with brace", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithPrefix("a{b")}, redislimit.ErrInvalidConfig},
 		{"custom empty name", c, badAlg{name: "", limit: 1}, nil, redislimit.ErrInvalidConfig},
 		{"custom name with brace", c, badAlg{name: "x}", limit: 1}, nil, redislimit.ErrInvalidConfig},
@@ -128,6 +129,11 @@ func TestNewValidates(t *testing.T) {
 		{"ok fw", c, redislimit.FixedWindow(1, ms), nil, nil},
 		{"ok sl", c, redislimit.SlidingLog(1<<20, redislimit.MaxWindow), nil, nil},
 		{"ok tb", c, redislimit.TokenBucket(1000, ms, 1), []redislimit.Option{redislimit.WithPrefix(""), redislimit.WithClock(nil)}, nil},
+		{"ok tb faster than 1/µs", c, redislimit.TokenBucket(2000, ms, 1), nil, nil},
+		{"ok tb interval of 1000/667µs", c, redislimit.TokenBucket(667, ms, 1), nil, nil},
+		{"ok tb fastest", c, redislimit.TokenBucket(1<<50, ms, 1<<50), nil, nil},
+		{"ok tb rate needing an approximation", c, redislimit.TokenBucket(100_000_007, time.Second, 100_000_007), nil, nil},
+		{"ok tb burst takes max", c, redislimit.TokenBucket(3, redislimit.MaxWindow*3/4, 4), nil, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -207,11 +213,12 @@ func TestMalformedReplies(t *testing.T) {
 	})
 }
 
-// Over any period t a token bucket admits at most burst + rate×t/per, even
+// Over any period t a token bucket admits exactly burst + ⌊rate×t/per⌋
+// units when called often enough to take each token as it comes back, even
 // when per/rate is not a whole number of µs.
-func TestTokenBucketNeverExceedsItsRate(t *testing.T) {
+func TestTokenBucketAdmitsItsRateExactly(t *testing.T) {
 	const rate, burst = 3, 2
-	// 2.333…s per token. Keys expire by Redis's real clock while the fake
+	// 2⅓s per token. Keys expire by Redis's real clock while the fake
 	// clock runs far faster, so the periods are long enough that no key
 	// expires during the test.
 	per := 7 * time.Second
@@ -229,9 +236,8 @@ func TestTokenBucketNeverExceedsItsRate(t *testing.T) {
 			}
 			clk.Advance(step)
 		}
-		bound := burst + int(rate*span/per)
-		if admitted > bound || admitted < bound-2 {
-			t.Errorf("admitted %d over %v, want at most %d (and close to it)", admitted, span, bound)
+		if want := burst + int(rate*span/per); admitted != want {
+			t.Errorf("admitted %d over %v, want %d", admitted, span, want)
 		}
 	}
 	alg := redislimit.TokenBucket(rate, per, burst)
@@ -250,29 +256,37 @@ func TestTokenBucketNeverExceedsItsRate(t *testing.T) {
 	})
 }
 
-// The same bound where per/rate is 100.5µs, kept as 101µs: rounding the
-// interval down instead would admit about 0.5% too many. In process only
+// The same where per/rate is 100.5µs, and at 70,000 a second (14 + 2/7 µs
+// a token), where an interval rounded to whole µs would be off by 0.5% and
+// by 2 to 5%. In process only
 // (TestLocalMatchesScripts holds the scripts to the same arithmetic): on
 // Redis, keys this short-lived would expire by the real clock while the
 // fake one races ahead.
-func TestTokenBucketRoundsTheIntervalUp(t *testing.T) {
-	const rate, burst = 20, 5
-	per := 2010 * time.Microsecond
-	clk := clock.NewFake(epoch)
-	lim, err := redislimit.NewLocal(redislimit.TokenBucket(rate, per, burst), redislimit.WithClock(clk.Now))
-	if err != nil {
-		t.Fatal(err)
+func TestTokenBucketFractionalIntervalsAreExact(t *testing.T) {
+	tests := []struct {
+		rate, burst int
+		per, step   time.Duration
+	}{
+		{20, 5, 2010 * time.Microsecond, 10 * time.Microsecond},
+		{70000, 3, time.Second, time.Microsecond},
 	}
-	admitted := 0
-	const span, step = 2 * time.Second, 10 * time.Microsecond
-	for el := time.Duration(0); el <= span; el += step {
-		if r, _ := lim.Allow(context.Background(), "k"); r.Allowed {
-			admitted++
+	for _, tt := range tests {
+		clk := clock.NewFake(epoch)
+		lim, err := redislimit.NewLocal(redislimit.TokenBucket(tt.rate, tt.per, tt.burst), redislimit.WithClock(clk.Now))
+		if err != nil {
+			t.Fatal(err)
 		}
-		clk.Advance(step)
-	}
-	if bound := burst + int(rate*span/per); admitted > bound || admitted < bound*99/100 {
-		t.Errorf("admitted %d over %v, want at most %d and within 1%% of it", admitted, span, bound)
+		admitted := 0
+		const span = time.Second
+		for el := time.Duration(0); el <= span; el += tt.step {
+			if r, _ := lim.Allow(context.Background(), "k"); r.Allowed {
+				admitted++
+			}
+			clk.Advance(tt.step)
+		}
+		if want := tt.burst + int(int64(tt.rate)*int64(span)/int64(tt.per)); admitted != want {
+			t.Errorf("TokenBucket(%d, %v, %d) admitted %d over %v, want %d", tt.rate, tt.per, tt.burst, admitted, span, want)
+		}
 	}
 }
 

@@ -3,6 +3,8 @@ package redislimit
 import (
 	_ "embed"
 	"fmt"
+	"math"
+	"math/big"
 	"time"
 )
 
@@ -11,15 +13,31 @@ var tokenBucketLua string
 
 // TokenBucket returns an [Algorithm] with a bucket of burst tokens per key
 // that starts full and refills continuously at rate tokens every per, never
-// above burst. A call of cost n takes n tokens. Over any period t it admits
-// at most burst + rate×t/per units.
+// above burst. A call of cost n takes n tokens.
 //
-// rate and burst must be at least 1, per at least a millisecond, and
-// burst×per/rate at most [MaxWindow]; otherwise [New] returns an error
-// wrapping [ErrInvalidConfig]. The refill interval per/rate is kept in
-// whole µs, rounded up, so the bucket never refills faster than asked; a
-// rate whose interval this would slow by more than 1% (above about 10,000
-// tokens a second) is refused too. State per key: one integer.
+// rate and burst must be at least 1 and at most 2^50, per at least a
+// millisecond, and burst×per/rate at most [MaxWindow]; otherwise [New]
+// returns an error wrapping [ErrInvalidConfig]. per counts in whole µs.
+//
+// The arithmetic is exact: over any period t the bucket admits at most
+// burst + ⌊rate×t/per⌋ units, and a bucket emptied at time 0 has its k-th
+// token back ⌈k×per/rate⌉ µs later, whatever the rate. The one exception
+// is a rate that, divided by its greatest common divisor with per in µs,
+// exceeds 2^26 (67,108,864; only rates that large): the refill interval
+// is then the closest fraction above per/rate whose denominator is at
+// most 2^26, less than 2^-26 µs longer, so the rate is slower than asked
+// by a factor under rate/(per in µs)/2^26 (under 1.5e-8 for any rate up
+// to one token per µs), never faster. [Result.RetryAfter] and
+// [Result.ResetAfter] are rounded up to whole µs, [Result.Remaining] down
+// to whole tokens.
+//
+// A key keeps its usage when a token bucket with other parameters decides
+// on it (a [Limiter] with the same prefix): the tokens in use, a partly
+// refilled one counted whole, stay in use, at most the new burst of them,
+// and refill at the new rate from then on, so a change never admits more
+// than the usage allows. With the same refill interval per/rate, the
+// usage carries over exactly, capped at the new burst. State per key: a
+// string of four integers, 100 to 170 bytes of Redis memory with the key.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -33,77 +51,266 @@ type tokenBucket struct {
 func (tokenBucket) Name() string  { return "tb" }
 func (tokenBucket) title() string { return "TokenBucket" }
 func (a tokenBucket) Limit() int  { return a.burst }
+func (tokenBucket) Body() string  { return tokenBucketLua }
+
+// Window returns the time an empty bucket takes to fill, rounded up to a
+// whole µs; 0 for parameters that Args refuses.
 func (a tokenBucket) Window() time.Duration {
-	return time.Duration(a.interval()*int64(a.burst)) * time.Microsecond
+	if a.valid() != nil {
+		return 0
+	}
+	return micros(ceilMicros(a.interval().times(int64(a.burst))))
 }
-func (tokenBucket) Body() string { return tokenBucketLua }
 
 func (a tokenBucket) Args() ([]any, error) {
-	if err := checkUnits(a.title(), "rate", a.rate, maxUnits); err != nil {
+	if err := a.valid(); err != nil {
 		return nil, err
+	}
+	// p = q×d + r is per/g for an exact interval, under 2^49; an
+	// approximated one is under 2^23 µs (rate over 2^26), so p < 2^49.
+	iv := a.interval()
+	return []any{a.burst, iv.q*iv.d + iv.r, iv.d}, nil
+}
+
+// valid checks the parameters, returning an error wrapping
+// [ErrInvalidConfig] when they are out of range.
+func (a tokenBucket) valid() error {
+	if err := checkUnits(a.title(), "rate", a.rate, maxUnits); err != nil {
+		return err
 	}
 	if err := checkUnits(a.title(), "burst", a.burst, maxUnits); err != nil {
-		return nil, err
+		return err
 	}
 	if err := checkSpan(a.title(), "per", a.per); err != nil {
-		return nil, err
+		return err
 	}
-	interval := a.interval()
-	if per := a.per.Microseconds(); (interval*int64(a.rate)-per)*100 > per {
-		return nil, fmt.Errorf("%w: token bucket: rate %d per %v needs a refill interval finer than whole µs", ErrInvalidConfig, a.rate, a.per)
+	if !a.interval().fills(int64(a.burst), maxMicros) {
+		return fmt.Errorf("%w: token bucket: burst %d takes longer than MaxWindow to refill", ErrInvalidConfig, a.burst)
 	}
-	if int64(a.burst) > int64(MaxWindow/time.Microsecond)/interval {
-		return nil, fmt.Errorf("%w: token bucket: burst %d takes longer than MaxWindow to refill", ErrInvalidConfig, a.burst)
-	}
-	return []any{a.burst, interval}, nil
+	return nil
 }
 
-// interval returns the refill interval, per/rate in whole µs rounded up,
-// so that the bucket never refills faster than configured. Args refuses
-// rates where the rounding would slow the refill by more than 1%.
-func (a tokenBucket) interval() int64 {
-	per := a.per.Microseconds()
-	return (per + int64(a.rate) - 1) / int64(a.rate)
+const maxMicros = int64(MaxWindow / time.Microsecond)
+
+// interval returns the refill interval, per/rate µs. It needs rate ≥ 1
+// and per ≥ 1µs.
+func (a tokenBucket) interval() interval {
+	per, rate := a.per.Microseconds(), int64(a.rate)
+	if iv, ok := exactInterval(per, rate); ok {
+		return iv
+	}
+	return approxInterval(big.NewInt(per), big.NewInt(rate), false)
 }
 
-// NewLocalState implements [LocalAlgorithm].
+// exactInterval returns num/den µs (both positive) as an interval, and
+// false when its denominator in lowest terms exceeds maxDenom.
+func exactInterval(num, den int64) (interval, bool) {
+	g := gcd(num, den)
+	n, d := num/g, den/g
+	return interval{q: n / d, r: n % d, d: d}, d <= maxDenom
+}
+
+// NewLocalState implements [LocalAlgorithm]: the burst is divided among
+// instances, and the refill interval multiplied by them, or shortened so
+// that an empty bucket still fills within [MaxWindow].
 func (a tokenBucket) NewLocalState(instances int) LocalState {
 	burst := localUnits(a.burst, instances)
-	interval := a.interval()
-	if maxInterval := int64(MaxWindow/time.Microsecond) / burst; interval > maxInterval/int64(instances) {
-		interval = maxInterval
-	} else {
-		interval *= int64(instances)
+	iv := a.interval()
+	if instances > 1 {
+		iv = localInterval(a.per.Microseconds(), int64(a.rate), int64(instances), burst)
 	}
-	return &tokenBucketState{burst: burst, interval: max(interval, 1)}
+	// A TAT far in the past: full at any clock, before 1970 too.
+	return &tokenBucketState{burst: burst, iv: iv, tat: math.MinInt64 / 4}
+}
+
+// localInterval returns per×instances/rate µs as an interval, or
+// MaxWindow/burst when burst such intervals would take longer.
+func localInterval(per, rate, instances, burst int64) interval {
+	if per <= math.MaxInt64/instances {
+		if iv, ok := exactInterval(per*instances, rate); ok && iv.fills(burst, maxMicros) {
+			return iv
+		}
+	}
+	num := new(big.Int).Mul(big.NewInt(per), big.NewInt(instances))
+	den := big.NewInt(rate)
+	// Checked before the interval can overflow, and again once rounded.
+	if new(big.Int).Mul(num, big.NewInt(burst)).Cmp(new(big.Int).Mul(big.NewInt(maxMicros), den)) <= 0 {
+		if iv := approxInterval(num, den, false); iv.fills(burst, maxMicros) {
+			return iv
+		}
+	}
+	return approxInterval(big.NewInt(maxMicros), big.NewInt(burst), true)
+}
+
+// maxDenom bounds the denominator of a refill interval, so that every
+// product in the script's arithmetic stays below 2^53 and exact in Lua's
+// doubles: see interval.times.
+const maxDenom = 1 << 26
+
+// interval is a refill interval of q + r/d µs per token, 0 ≤ r < d ≤
+// maxDenom, r/d in lowest terms (so d is 1 for a whole number of µs).
+// Times in the same arithmetic are whole µs w plus a fraction f/d, 0 ≤ f < d.
+type interval struct{ q, r, d int64 }
+
+// times returns m intervals, m ≥ 0, as w + f/d µs. With m×interval below
+// 2^53 no intermediate exceeds it either: m×q and a×r are at most the
+// result, and b×r < d² ≤ 2^52. The script computes the same.
+func (iv interval) times(m int64) (w, f int64) {
+	if iv.r == 0 {
+		return m * iv.q, 0
+	}
+	a, b := m/iv.d, m%iv.d
+	br := b * iv.r
+	return m*iv.q + a*iv.r + br/iv.d, br % iv.d
+}
+
+// fills reports whether burst intervals take at most limit µs.
+func (iv interval) fills(burst, limit int64) bool {
+	if iv.q > 0 && burst > limit/iv.q {
+		return false
+	}
+	w, f := iv.times(burst)
+	return w < limit || w == limit && f == 0
+}
+
+// inUse returns ⌈(w + f/d) / interval⌉ for w ≥ 0: the tokens that a bucket
+// whose TAT is w + f/d µs away lacks, a partly refilled one included. The
+// float estimate is off by at most one either way and is corrected exactly,
+// as the script does.
+func (iv interval) inUse(w, f int64) int64 {
+	if iv.r == 0 {
+		return (w + iv.q - 1) / iv.q
+	}
+	k := int64(math.Ceil((float64(w) + float64(f)/float64(iv.d)) / (float64(iv.q) + float64(iv.r)/float64(iv.d))))
+	for !iv.reaches(k, w, f) {
+		k++
+	}
+	for k > 0 && iv.reaches(k-1, w, f) {
+		k--
+	}
+	return k
+}
+
+// reaches reports whether k intervals span at least w + f/d µs.
+func (iv interval) reaches(k, w, f int64) bool {
+	kw, kf := iv.times(k)
+	return kw > w || kw == w && kf >= f
+}
+
+// ceilMicros rounds w + f/d µs up to whole µs.
+func ceilMicros(w, f int64) int64 {
+	if f > 0 {
+		return w + 1
+	}
+	return w
+}
+
+func gcd(a, b int64) int64 {
+	for b != 0 {
+		a, b = b, a%b
+	}
+	return a
+}
+
+// approxInterval returns num/den µs (both positive) as an interval: exact
+// when its denominator in lowest terms is at most maxDenom; otherwise the
+// closest fraction with such a denominator above num/den, or below it when
+// down is set (for a num/den of at least 1/maxDenom, so that it is not 0). The two fractions that bracket num/den most closely are a
+// convergent of its continued fraction and a semiconvergent; they are
+// neighbours among the fractions with denominators up to maxDenom, so
+// they differ by under 2^-26, and so does either from num/den.
+func approxInterval(num, den *big.Int, down bool) interval {
+	g := new(big.Int).GCD(nil, nil, num, den)
+	n, d := new(big.Int).Quo(num, g), new(big.Int).Quo(den, g)
+	limit := big.NewInt(maxDenom)
+	if d.Cmp(limit) > 0 {
+		// p0/q0 and p1/q1 are the last two convergents with q1 ≤ maxDenom.
+		p0, q0, p1, q1 := big.NewInt(0), big.NewInt(1), big.NewInt(1), big.NewInt(0)
+		x, y := new(big.Int).Set(n), new(big.Int).Set(d)
+		a, t := new(big.Int), new(big.Int)
+		for y.Sign() != 0 {
+			a.Quo(x, y)
+			q2 := new(big.Int).Add(q0, t.Mul(a, q1))
+			if q2.Cmp(limit) > 0 {
+				break
+			}
+			p2 := new(big.Int).Add(p0, t.Mul(a, p1))
+			p0, q0, p1, q1 = p1, q1, p2, q2
+			x, y = y, new(big.Int).Sub(x, t.Mul(a, y))
+		}
+		k := new(big.Int).Quo(new(big.Int).Sub(limit, q0), q1)
+		sp := new(big.Int).Add(p0, new(big.Int).Mul(k, p1))
+		sq := new(big.Int).Add(q0, new(big.Int).Mul(k, q1))
+		// p1/q1 lies on one side of n/d, sp/sq on the other.
+		above := new(big.Int).Mul(p1, d).Cmp(new(big.Int).Mul(n, q1)) > 0
+		if above != down {
+			n, d = p1, q1
+		} else {
+			n, d = sp, sq
+		}
+	}
+	q, r := new(big.Int).QuoRem(n, d, new(big.Int))
+	return interval{q: q.Int64(), r: r.Int64(), d: d.Int64()}
 }
 
 // tokenBucketState is scripts/tokenbucket.lua in memory.
 type tokenBucketState struct {
-	burst, interval int64 // tokens, µs per token
-	tat             int64 // when the bucket is full again (µs)
+	burst int64
+	iv    interval
+	tat   int64 // when the bucket is full again: tat + frac/iv.d µs
+	frac  int64
 }
 
 func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
-	full := s.burst * s.interval
-	tat := s.tat
-	if tat < now {
-		tat = now
-	} else if tat > now+full {
-		tat = now + full // the clock went back
+	capw, capf := s.iv.times(s.burst)
+	w, f := s.tat-now, s.frac // the TAT, from now
+	if w < 0 {
+		w, f = 0, 0
+	} else if w > capw || w == capw && f > capf {
+		w, f = capw, capf // the clock went back
 	}
-	allowAt := tat + int64(n)*s.interval - full
-	allowed := allowAt <= now
-	if allowed && consume {
-		tat += int64(n) * s.interval
+	nw, nf := s.iv.times(int64(n))
+	nw, nf = nw+w, nf+f
+	if nf >= s.iv.d {
+		nw, nf = nw+1, nf-s.iv.d
 	}
-	s.tat = tat
-	left := tat - now
-	r := Result{Allowed: allowed, Remaining: int((full - left) / s.interval), ResetAfter: micros(left)}
+	allowed := nw < capw || nw == capw && nf <= capf
+	r := Result{Allowed: allowed, Remaining: int(s.burst - s.iv.inUse(w, f))}
 	if !allowed {
-		r.RetryAfter = micros(allowAt - now)
+		r.RetryAfter = micros(ceilMicros(nw-capw, nf-capf))
+	} else if consume {
+		w, f = nw, nf
+		r.Remaining -= n
 	}
+	s.tat, s.frac = now+w, f
+	r.ResetAfter = micros(ceilMicros(w, f))
 	return r
 }
 
-func (s *tokenBucketState) ExpiresAt() int64 { return s.tat }
+func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tat, s.frac) }
+
+// carry implements carrier, as the script reads a key written with
+// another refill interval: the tokens in use, a partly refilled one
+// counted whole, at most the burst of them, at this state's interval.
+// With the same interval the TAT carries over as it is, and Decide caps it
+// at the burst.
+func (s *tokenBucketState) carry(from LocalState, now int64) {
+	o, ok := from.(*tokenBucketState)
+	if !ok {
+		return
+	}
+	if o.iv == s.iv {
+		s.tat, s.frac = o.tat, o.frac
+		return
+	}
+	w := o.tat - now
+	if w < 0 || w == 0 && o.frac == 0 {
+		return
+	}
+	used := s.burst
+	if est := (float64(w) + float64(o.frac)/float64(o.iv.d)) / (float64(o.iv.q) + float64(o.iv.r)/float64(o.iv.d)); est <= float64(s.burst+1) {
+		used = min(o.iv.inUse(w, o.frac), s.burst)
+	}
+	uw, uf := s.iv.times(used)
+	s.tat, s.frac = now+uw, uf
+}

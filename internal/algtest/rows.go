@@ -137,14 +137,65 @@ var TokenBucket = Row{
 			{60 * s, 0, true, Allowed(3, 3, 0)},
 		}},
 		{Name: "FractionalInterval", Alg: redislimit.TokenBucket(3, s, 3), Steps: []Step{
-			// 1s/3 is kept as 333334µs, rounded up: never faster than asked.
-			{0, 3, false, Allowed(3, 0, 1000002*us)},
-			{0, 1, false, Denied(3, 0, 333334*us, 1000002*us)},
-			{s / 3, 1, false, Denied(3, 0, us, 666669*us)},
-			{us, 1, false, Allowed(3, 0, 1000002*us)},
+			// 1s/3 is 333333 + 1/3 µs, exactly: a token is back 333334µs
+			// after it is taken, and three take 1s.
+			{0, 3, false, Allowed(3, 0, s)},
+			{0, 1, false, Denied(3, 0, 333334*us, s)},
+			{333333 * us, 1, false, Denied(3, 0, us, 666667*us)},
+			{us, 1, false, Allowed(3, 0, s)},
+		}},
+		{Name: "30000PerSecond", Alg: redislimit.TokenBucket(30000, s, 30000), Steps: []Step{
+			// 33 + 1/3 µs a token: the k-th after the bucket empties is back
+			// at ⌈100k/3⌉µs, 31 of them by +1034µs, 3000 in 100ms.
+			{0, 30000, false, Allowed(30000, 0, s)},
+			{0, 1, false, Denied(30000, 0, 34*us, s)},
+			{33 * us, 1, false, Denied(30000, 0, us, 999967*us)},
+			{us, 1, false, Allowed(30000, 0, s)},
+			{1000 * us, 30, false, Allowed(30000, 0, s)},
+			{0, 1, false, Denied(30000, 0, 33*us, s)},
+			{33 * us, 1, false, Allowed(30000, 0, s)},
+			{100 * time.Millisecond, 0, true, Allowed(30000, 3000, 900000*us)},
+			{s, 0, true, Allowed(30000, 30000, 0)},
+		}},
+		{Name: "70000PerSecond", Alg: redislimit.TokenBucket(70000, s, 70000), Steps: []Step{
+			// 14 + 2/7 µs a token: 71 back by +1015µs, 7000 in 100ms.
+			{0, 70000, false, Allowed(70000, 0, s)},
+			{0, 1, false, Denied(70000, 0, 15*us, s)},
+			{14 * us, 1, false, Denied(70000, 0, us, 999986*us)},
+			{us, 1, false, Allowed(70000, 0, s)},
+			{1000 * us, 70, false, Allowed(70000, 0, s)},
+			{0, 1, false, Denied(70000, 0, 14*us, s)},
+			{14 * us, 1, false, Allowed(70000, 0, s)},
+			{us, 1, false, Denied(70000, 0, 13*us, 999999*us)},
+			{100 * time.Millisecond, 0, true, Allowed(70000, 7000, 899999*us)},
+			{s, 0, true, Allowed(70000, 70000, 0)},
+		}},
+		{Name: "7Per3ms", Alg: redislimit.TokenBucket(7, 3*time.Millisecond, 7), Steps: []Step{
+			// 428 + 4/7 µs a token, back at ⌈3000k/7⌉µs: 429, 858, 1286, …
+			{0, 7, false, Allowed(7, 0, 3000*us)},
+			{0, 1, false, Denied(7, 0, 429*us, 3000*us)},
+			{428 * us, 1, false, Denied(7, 0, us, 2572*us)},
+			{us, 1, false, Allowed(7, 0, 3000*us)},
+			{428 * us, 2, false, Denied(7, 0, 429*us, 2572*us)},
+			{429 * us, 2, false, Allowed(7, 0, 3000*us)},
+			{1286 * us, 3, false, Allowed(7, 0, 3000*us)},
+			{0, 0, true, Denied(7, 0, 428*us, 3000*us)},
+			{3000 * us, 0, true, Allowed(7, 7, 0)},
+		}},
+		{Name: "100003PerDay", Alg: redislimit.TokenBucket(100003, 24*time.Hour, 100003), Steps: []Step{
+			// 863974 + 8078/100003 µs a token: 4166 back in an hour.
+			{0, 100003, false, Allowed(100003, 0, 24*time.Hour)},
+			{0, 1, false, Denied(100003, 0, 863975*us, 24*time.Hour)},
+			{863974 * us, 1, false, Denied(100003, 0, us, 86399136026*us)},
+			{us, 1, false, Allowed(100003, 0, 24*time.Hour)},
+			{time.Hour, 0, true, Allowed(100003, 4166, 23*time.Hour)},
+			{0, 4166, false, Allowed(100003, 0, 86399316020*us)},
+			{0, 1, false, Denied(100003, 0, 179994*us, 86399316020*us)},
+			{24 * time.Hour, 0, true, Allowed(100003, 100003, 0)},
 		}},
 	},
-	Random: []redislimit.Algorithm{redislimit.TokenBucket(1, 2*s, 7), redislimit.TokenBucket(3, 3*s, 5)},
+	// 7s/3 a token in the last: not a whole number of µs.
+	Random: []redislimit.Algorithm{redislimit.TokenBucket(1, 2*s, 7), redislimit.TokenBucket(3, 3*s, 5), redislimit.TokenBucket(3, 7*s, 4)},
 }
 
 // All is the row of [redislimit.All] of a token bucket and a fixed window.

@@ -26,7 +26,8 @@ const (
 // redis-benchmark, with CeilingConns connections each keeping
 // CeilingPipeline commands in flight, runs b.N EVALSHAs of the token
 // bucket's script with the arguments redislimit sends ("" for Redis
-// TIME, cost 1, "1" to consume, the burst, the refill interval in µs) on
+// TIME, cost 1, "1" to consume, the burst, and p and d of the refill
+// interval, p/d µs) on
 // a key of redislimit's format, "rl:tb:{…}", drawn uniformly from
 // [SpreadKeys] keys. It reports calls/s as redis-benchmark measured them
 // and, in place of ns/op, their inverse (redis-benchmark's start-up
