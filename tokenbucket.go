@@ -32,12 +32,18 @@ var tokenBucketLua string
 // to whole tokens.
 //
 // A key keeps its usage when a token bucket with other parameters decides
-// on it (a [Limiter] with the same prefix): the tokens in use, a partly
-// refilled one counted whole, stay in use, at most the new burst of them,
-// and refill at the new rate from then on, so a change never admits more
-// than the usage allows. With the same refill interval per/rate, the
-// usage carries over exactly, capped at the new burst. State per key: a
-// string of four integers, 100 to 170 bytes of Redis memory with the key.
+// on it ([Limiter.Using], or a Limiter with the same prefix): the tokens
+// in use, a partly refilled one counted whole, stay in use, at most the
+// new burst of them, and refill at the new rate from then on. Used 8 of a
+// burst of 10, then a burst of 100: 92 remain. Used 58 of 100, then a
+// burst of 10 at 10 a minute: none remain, and the next token comes 6s
+// later. Tokens past a smaller burst are remembered, draining behind the
+// ones in the bucket: a key that goes back to a larger burst finds them
+// in use, so no sequence of changes admits more than the largest burst and
+// rate allow. With the same refill interval per/rate, the usage carries
+// over exactly. State per key: a string of four integers, or six while
+// tokens past a smaller burst are remembered; at most 200 bytes of Redis
+// memory with the key of an IPv6 address.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -120,7 +126,7 @@ func (a tokenBucket) NewLocalState(instances int) LocalState {
 		iv = localInterval(a.per.Microseconds(), int64(a.rate), int64(instances), burst)
 	}
 	// A TAT far in the past: full at any clock, before 1970 too.
-	return &tokenBucketState{burst: burst, iv: iv, tat: math.MinInt64 / 4}
+	return &tokenBucketState{burst: burst, iv: iv, tat: math.MinInt64 / 4, tatU: math.MinInt64 / 4}
 }
 
 // localInterval returns per×instances/rate µs as an interval, or
@@ -259,58 +265,92 @@ type tokenBucketState struct {
 	iv    interval
 	tat   int64 // when the bucket is full again: tat + frac/iv.d µs
 	frac  int64
+	// The uncapped TAT, tatU + fracU/iv.d µs: the TAT, or, when a
+	// smaller burst capped the tokens in use, a later whole µs.
+	tatU, fracU int64
 }
+
+// before reports whether w + f/d µs is before w2 + f2/d.
+func before(w, f, w2, f2 int64) bool { return w < w2 || w == w2 && f < f2 }
 
 func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
 	capw, capf := s.iv.times(s.burst)
 	w, f := s.tat-now, s.frac // the TAT, from now
+	wu, fu := s.tatU-now, s.fracU
 	if w < 0 {
 		w, f = 0, 0
-	} else if w > capw || w == capw && f > capf {
-		w, f = capw, capf // the clock went back
 	}
-	nw, nf := s.iv.times(int64(n))
-	nw, nf = nw+w, nf+f
+	if wu < 0 {
+		wu, fu = 0, 0
+	}
+	if before(capw, capf, w, f) {
+		w, f = capw, capf // the clock went back, or another burst
+	}
+	if before(wu, fu, w, f) {
+		wu, fu = w, f
+	} else if wu > maxMicros {
+		wu, fu = maxMicros, 0
+	}
+	tw, tf := s.iv.times(int64(n))
+	nw, nf := w+tw, f+tf
 	if nf >= s.iv.d {
 		nw, nf = nw+1, nf-s.iv.d
 	}
-	allowed := nw < capw || nw == capw && nf <= capf
+	allowed := !before(capw, capf, nw, nf)
 	r := Result{Allowed: allowed, Remaining: int(s.burst - s.iv.inUse(w, f))}
 	if !allowed {
 		r.RetryAfter = micros(ceilMicros(nw-capw, nf-capf))
 	} else if consume {
 		w, f = nw, nf
+		wu, fu = wu+tw, fu+tf
+		if fu >= s.iv.d {
+			wu, fu = wu+1, fu-s.iv.d
+		}
+		if wu > maxMicros {
+			wu, fu = maxMicros, 0
+		}
 		r.Remaining -= n
 	}
+	if wu != w || fu != f {
+		wu, fu = ceilMicros(wu, fu), 0 // as the script writes it
+	}
 	s.tat, s.frac = now+w, f
+	s.tatU, s.fracU = now+wu, fu
 	r.ResetAfter = micros(ceilMicros(w, f))
 	return r
 }
 
-func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tat, s.frac) }
+func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tatU, s.fracU) }
 
-// carry implements carrier, as the script reads a key written with
-// another refill interval: the tokens in use, a partly refilled one
-// counted whole, at most the burst of them, at this state's interval.
-// With the same interval the TAT carries over as it is, and Decide caps it
-// at the burst.
+// carry implements carrier, as the script reads a key written with other
+// parameters. With the same interval and burst the state carries over as
+// it is; with another burst, the TAT is the uncapped one, which Decide
+// caps at the burst; with another interval, the tokens in use by the
+// uncapped TAT, a partly refilled one counted whole, are in use at this
+// state's interval, at most the burst of them in the TAT.
 func (s *tokenBucketState) carry(from LocalState, now int64) {
 	o, ok := from.(*tokenBucketState)
 	if !ok {
 		return
 	}
 	if o.iv == s.iv {
-		s.tat, s.frac = o.tat, o.frac
+		s.tat, s.frac, s.tatU, s.fracU = o.tat, o.frac, o.tatU, o.fracU
+		if o.burst != s.burst {
+			s.tat, s.frac = o.tatU, o.fracU
+		}
 		return
 	}
-	w := o.tat - now
-	if w < 0 || w == 0 && o.frac == 0 {
+	w := o.tatU - now
+	if w < 0 || w == 0 && o.fracU == 0 {
 		return
 	}
-	used := s.burst
-	if est := (float64(w) + float64(o.frac)/float64(o.iv.d)) / (float64(o.iv.q) + float64(o.iv.r)/float64(o.iv.d)); est <= float64(s.burst+1) {
-		used = min(o.iv.inUse(w, o.frac), s.burst)
+	most := s.iv.inUse(maxMicros, 0)
+	used := most
+	if est := (float64(w) + float64(o.fracU)/float64(o.iv.d)) / (float64(o.iv.q) + float64(o.iv.r)/float64(o.iv.d)); est <= float64(most+1) {
+		used = min(o.iv.inUse(w, o.fracU), most)
 	}
 	uw, uf := s.iv.times(used)
-	s.tat, s.frac = now+uw, uf
+	s.tatU, s.fracU = now+uw, uf
+	cw, cf := s.iv.times(min(used, s.burst))
+	s.tat, s.frac = now+cw, cf
 }

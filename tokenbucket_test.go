@@ -72,8 +72,24 @@ func TestTokenBucketKeepsUsageAcrossParameters(t *testing.T) {
 			{0, 0, 58, false, allowed(100, 42, 34800*ms)},
 			{0, 1, 1, false, denied(10, 0, 6*s, minute)},
 			{6 * s, 1, 1, false, allowed(10, 0, minute)},
-			// Back: 10 tokens in use at 0.6s each.
-			{0, 0, 0, true, allowed(100, 90, 6*s)},
+			// Back: the 58 tokens in use, 48 of them past the smaller
+			// burst, at 0.6s each.
+			{0, 0, 0, true, allowed(100, 42, 34800*ms)},
+		}},
+		{"DowngradeAndBackGivesNothingAway", []redislimit.Algorithm{tb(100, minute, 100), tb(10, minute, 10), tb(50, minute, 50)}, []changeStep{
+			{0, 0, 100, false, allowed(100, 0, minute)},
+			{0, 1, 1, false, denied(10, 0, 6*s, minute)},
+			{0, 0, 1, false, denied(100, 0, 600*ms, minute)},
+			{0, 1, 0, true, denied(10, 0, 6*s, minute)},
+			// The smaller plan's tokens refill at its rate, one every
+			// 6s, and the ones past its burst wait behind them.
+			{6 * s, 1, 1, false, allowed(10, 0, minute)},
+			{0, 0, 0, true, denied(100, 0, 600*ms, minute)},
+			// Read by a burst of 50 at 1.2s a token, then after 6s by
+			// the burst of 10: 95 in use, capped at 10.
+			{0, 2, 0, true, denied(50, 0, 1200*ms, minute)},
+			{6 * s, 1, 1, false, denied(10, 0, 6*s, minute)},
+			{0, 0, 1, false, allowed(100, 4, 57600*ms)},
 		}},
 		{"PartlyRefilledTokenCounts", []redislimit.Algorithm{tb(100, minute, 100), tb(10, minute, 100)}, []changeStep{
 			{0, 0, 58, false, allowed(100, 42, 34800*ms)},
@@ -249,6 +265,29 @@ func TestTokenBucketStateSize(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("MEMORY USAGE of %q (%d bytes of key) holding %q: %d bytes", rk, len(rk), v, size)
+	if size > 200 {
+		t.Errorf("MEMORY USAGE = %d bytes, want at most 200", size)
+	}
+
+	// A burst of one on the same key caps the tokens in use, and the
+	// state remembers the uncapped ones: six numbers.
+	small := redislimit.TokenBucket(67108859, redislimit.MaxWindow-time.Microsecond, 1)
+	if _, err := lim.AllowN(ctx, key, 67108859-3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := using(t, lim, small).Peek(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if v, err = c.Get(ctx, rk).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(v); len(f) != 6 || len(f[4]) < 14 {
+		t.Fatalf("state %q: want six numbers, the uncapped TAT 14 digits or more past the TAT", v)
+	}
+	if size, err = c.MemoryUsage(ctx, rk).Result(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("MEMORY USAGE holding %q: %d bytes", v, size)
 	if size > 200 {
 		t.Errorf("MEMORY USAGE = %d bytes, want at most 200", size)
 	}

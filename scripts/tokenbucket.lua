@@ -18,18 +18,32 @@
 -- State: the string "<tat> <f> <p> <d>": the theoretical arrival time
 -- (TAT), the moment the bucket is full again, is tat + f/d µs (tat an
 -- integer, 0 <= f < d), under the interval p/d. Tokens at time now =
--- burst - ceil((TAT - now) / interval). Written with SET ... PX to expire
--- a margin after the bucket is full, when it carries no information. The
--- TTL only collects garbage.
+-- burst - ceil((TAT - now) / interval). When a smaller burst capped the
+-- tokens in use, "<tat> <f> <p> <d> <du> <burst>": tat + du µs is the
+-- uncapped TAT, rounded up to a whole µs, which counts every token in use,
+-- and burst the cap (the burst that wrote it). At most 83 characters: 200
+-- bytes of MEMORY USAGE at the key of the longest IPv6 address. Written
+-- with SET ... PX to expire a margin after the uncapped TAT, when the
+-- state carries no information. The TTL only collects garbage.
 --
--- Other parameters: the same p and d (any burst) read the TAT as it is.
--- Another interval converts it: the tokens in use at now, ceil((TAT -
--- now) / old interval) (a partly refilled token counts as in use, so the
--- change never admits more), at most burst of them, are in use at the new
--- interval from now, and the key is rewritten at once. A bare integer (the
--- format before intervals were fractions) is a TAT in whole µs under the
--- current interval. Any other value is discarded (a full bucket) and the
--- key is rewritten or deleted; a key of ours found without a TTL gets one.
+-- Other parameters. The same p, d and burst read the state as it is:
+-- decisions use the TAT, and the uncapped TAT drains beside it, at the
+-- same rate, and grows by what each call consumes. Another burst with
+-- the same p and d takes the uncapped TAT, capped at its burst (the
+-- fraction of a partly refilled token kept). Another interval converts:
+-- the tokens in use at now, by the uncapped TAT, ceil((TATu - now) / old
+-- interval) (a partly refilled token counts as in use, so the change never
+-- admits more), are in use at the new interval from now, at most burst
+-- of them in the TAT. Either way the key is rewritten at once, even by a
+-- call that is denied or only peeks, so the new rate refills from the
+-- first decision under it. Tokens past a burst are so remembered, not
+-- forgotten: a key that goes back to a larger burst finds them in use,
+-- and no sequence of changes admits more than the largest burst and rate
+-- allow. The uncapped TAT is kept at most max_wait (MaxWindow) away. A
+-- bare integer (the format before intervals were fractions) is a TAT in
+-- whole µs under the current interval. Any other value is discarded (a
+-- full bucket) and the key is rewritten or deleted; a key of ours found
+-- without a TTL gets one.
 --
 -- Cost: a string known to hold digits becomes a number by arithmetic
 -- (s + 0), sparing a call to tonumber; a number reaches redis.call as a
@@ -38,10 +52,14 @@
 --
 -- Time going backwards: a TAT past now + burst*interval (more than an empty
 -- bucket) is moved back to it and written, so nothing refills and no
--- duration exceeds a full refill.
+-- duration exceeds a full refill; the uncapped TAT stays where it is.
 
 -- exact bounds the integers a double holds exactly.
 local exact = 9007199254740992
+
+-- max_wait is MaxWindow in µs: the longest that tokens past a smaller
+-- burst are remembered.
+local max_wait = 315360000000000
 
 -- times returns m intervals of q + r/d µs as whole µs and a numerator
 -- over d.
@@ -71,27 +89,46 @@ local function in_use(w, f, q, r, d)
   return k
 end
 
-local function write(consume, key, now, n, w, f, nw, nf, remaining, retry, dirty, v, ps, ds)
+-- ttl_of returns the TTL, in ms, of a state whose uncapped TAT is
+-- left µs away.
+local function ttl_of(left)
+  return string.format('%d', math.ceil(left / 1000) + ttl_margin)
+end
+
+local function write(consume, key, now, n, s)
+  local w, f, wu, fu, remaining, dirty = s.w, s.f, s.wu, s.fu, s.remaining, s.dirty
   if consume then
-    w, f, remaining, dirty = nw, nf, remaining - n, true
+    w, f, remaining, dirty = s.nw, s.nf, remaining - n, true
+    wu, fu = wu + s.tw, fu + s.tf
+    if fu >= s.d then wu, fu = wu + 1, fu - s.d end
+    if wu > max_wait then wu, fu = max_wait, 0 end
   end
-  -- left: until the bucket is full, in whole µs rounded up
-  local left = w
+  -- left: until the bucket is full, in whole µs rounded up; lu: until
+  -- the uncapped TAT
+  local left, lu = w, wu
   if f > 0 then left = w + 1 end
+  if fu > 0 then lu = wu + 1 end
   if dirty then
-    if left > 0 then
-      redis.call('SET', key, string.format('%d %d %s %s', now + w, f, ps, ds), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
-    else
+    if lu <= 0 then
       redis.call('DEL', key)
+    elseif wu == w and fu == f then
+      redis.call('SET', key, string.format('%d %d %s %s', now + w, f, s.ps, s.ds), 'PX', ttl_of(lu))
+    else
+      redis.call('SET', key, string.format('%d %d %s %s %d %d', now + w, f, s.ps, s.ds, lu - w, s.burst), 'PX', ttl_of(lu))
     end
-  elseif v and redis.call('PTTL', key) == -1 then
-    if left > 0 then
-      redis.call('PEXPIRE', key, string.format('%d', math.ceil(left / 1000) + ttl_margin))
+  elseif s.v and redis.call('PTTL', key) == -1 then
+    if lu > 0 then
+      redis.call('PEXPIRE', key, ttl_of(lu))
     else
       redis.call('DEL', key)
     end
   end
-  return remaining, retry, left
+  return remaining, s.retry, left
+end
+
+-- valid reports whether a stored TAT t + tf/d is one this script wrote.
+local function valid(t, tf, d)
+  return t > -exact and t < exact and tf < d
 end
 
 local function decide(key, now, n, burst, ps, ds)
@@ -100,34 +137,46 @@ local function decide(key, now, n, burst, ps, ds)
   local q = math.floor(ps / d)
   local r = ps - q * d
   local capw, capf = times(burst, q, r, d)
-  -- w + f/d: the TAT, from now
-  local w, f, dirty = 0, 0, false
+  -- w + f/d: the TAT, from now; wu + fu/d: the uncapped TAT, from now
+  local w, f, wu, fu, dirty = 0, 0, nil, nil, false
   local v = redis.call('GET', key)
   if v then
-    local t, tf, vp, vd = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+)$')
+    local t, tf, vp, vd, du, vb = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+    if not t then
+      t, tf, vp, vd = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+)$')
+    end
     if t then
       t, tf = t + 0, tf + 0
+      local tu, tuf = t, tf
+      if du then tu, tuf = t + du, 0 end
       if vp == ps and vd == ds then
-        if t > -exact and t < exact and tf < d then
-          w, f = t - now, tf
+        if valid(t, tf, d) and valid(tu, tuf, d) then
+          w, f, wu, fu = t - now, tf, tu - now, tuf
+          if vb and vb + 0 ~= burst then
+            -- Another burst: the capped TAT is the uncapped one, capped
+            -- below at this burst.
+            w, f, dirty = wu, fu, true
+          end
         else
           dirty = true
         end
       else
         local op, od = vp + 0, vd + 0
-        if t > -exact and t < exact and od >= 1 and od <= 67108864 and op >= 1 and op < exact and tf < od then
-          w = t - now
+        if valid(tu, tuf, od) and od >= 1 and od <= 67108864 and op >= 1 and op < exact then
+          local ow = tu - now
           local used = 0
-          if w > 0 or (w == 0 and tf > 0) then
+          if ow > 0 or (ow == 0 and tuf > 0) then
             local oq = math.floor(op / od)
             local orr = op - oq * od
-            if (w + tf / od) / (oq + orr / od) > burst + 1 then
-              used = burst
+            local most = in_use(max_wait, 0, q, r, d)
+            if (ow + tuf / od) / (oq + orr / od) > most + 1 then
+              used = most
             else
-              used = math.min(in_use(w, tf, oq, orr, od), burst)
+              used = math.min(in_use(ow, tuf, oq, orr, od), most)
             end
           end
-          w, f = times(used, q, r, d)
+          wu, fu = times(used, q, r, d)
+          w, f = times(math.min(used, burst), q, r, d)
         end
         dirty = true
       end
@@ -140,13 +189,19 @@ local function decide(key, now, n, burst, ps, ds)
       end
     end
   end
-  if w < 0 then
-    w, f = 0, 0
-  elseif w > capw or (w == capw and f > capf) then
+  if not wu then wu, fu = w, f end
+  if w < 0 then w, f = 0, 0 end
+  if wu < 0 then wu, fu = 0, 0 end
+  if w > capw or (w == capw and f > capf) then
     w, f, dirty = capw, capf, true
   end
-  local nw, nf = times(n, q, r, d)
-  nw, nf = w + nw, f + nf
+  if wu < w or (wu == w and fu < f) then
+    wu, fu = w, f
+  elseif wu > max_wait then
+    wu, fu, dirty = max_wait, 0, true
+  end
+  local tw, tf = times(n, q, r, d)
+  local nw, nf = w + tw, f + tf
   if nf >= d then nw, nf = nw + 1, nf - d end
   local allowed = nw < capw or (nw == capw and nf <= capf)
   local retry = 0
@@ -154,5 +209,9 @@ local function decide(key, now, n, burst, ps, ds)
     retry = nw - capw
     if nf > capf then retry = retry + 1 end
   end
-  return allowed, write, w, f, nw, nf, burst - in_use(w, f, q, r, d), retry, dirty, v, ps, ds
+  return allowed, write, {
+    w = w, f = f, wu = wu, fu = fu, nw = nw, nf = nf, tw = tw, tf = tf, d = d,
+    remaining = burst - in_use(w, f, q, r, d), retry = retry, dirty = dirty,
+    v = v, ps = ps, ds = ds, burst = burst,
+  }
 end
