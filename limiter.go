@@ -69,11 +69,12 @@ const (
 type Limiter struct {
 	client    redis.Scripter // nil for NewLocal
 	prog      *program
-	name      string // the algorithm's Name, in keys
-	title     string // the algorithm as errors name it
-	optErr    error  // an option's own complaint
-	limit     int    // the largest cost: the capacity, or localLimit for NewLocal
-	args      []any  // ARGV[4:], fixed at New
+	progKey   progKey // what prog was assembled from
+	name      string  // the algorithm's Name, in keys
+	title     string  // the algorithm as errors name it
+	optErr    error   // an option's own complaint
+	limit     int     // the largest cost: the capacity, or localLimit for NewLocal
+	args      []any   // ARGV[4:], fixed at New
 	prefix    string
 	keyPrefix string           // prefix + name + ":{"
 	partKeys  []string         // for All: each part's prefix + "all:" + i + ":" + name + ":{"
@@ -213,7 +214,11 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 			l.localPeriod = time.Second
 		}
 	}
-	l.prog = l.fam.program(progKeyOf(alg, args))
+	// A derived Limiter of the parent's body reuses its program: strings
+	// compare in constant time when they share their bytes.
+	if k := progKeyOf(alg, args); l.prog == nil || k != l.progKey {
+		l.prog, l.progKey = l.fam.program(k), k
+	}
 	if l.client == nil {
 		l.limit = l.localLimit
 	}

@@ -68,14 +68,16 @@ func (a tokenBucket) Window() time.Duration {
 	return micros(ceilMicros(a.interval().times(int64(a.burst))))
 }
 
-func (a tokenBucket) Args() ([]any, error) {
+func (a tokenBucket) Args() ([]any, error) { return a.appendArgs(nil) }
+
+func (a tokenBucket) appendArgs(dst []any) ([]any, error) {
 	if err := a.valid(); err != nil {
 		return nil, err
 	}
 	// p = q×d + r is per/g for an exact interval, under 2^49; an
 	// approximated one is under 2^23 µs (rate over 2^26), so p < 2^49.
 	iv := a.interval()
-	return []any{a.burst, iv.q*iv.d + iv.r, iv.d}, nil
+	return append(dst, a.burst, iv.q*iv.d+iv.r, iv.d), nil
 }
 
 // valid checks the parameters, returning an error wrapping
