@@ -21,6 +21,18 @@ const maxLogUnits = 1 << 20
 // wrapping [ErrInvalidConfig]. State per key grows with the units admitted
 // in the last window, up to limit sorted-set entries; for limits in the
 // thousands, [TokenBucket] keeps a constant few bytes instead.
+//
+// A key used with other parameters ([Limiter.Using], or two limiters with
+// the same prefix) keeps its logged units, and the new limit and window
+// judge them: every period of the new window's length that starts at or
+// after the change admits at most the new limit, and one that starts
+// before counts, besides the units admitted since, those it holds that
+// were still logged at the change. A unit is logged until a call finds it
+// past the window in force, so a shorter window drops the units past it
+// at once, and a longer one counts the units the shorter one still held
+// at its last call (their key's TTL is extended), but not those dropped
+// before; once every unit had left the shorter window, they count only
+// until the key expires, a [TTLMargin] later.
 func SlidingLog(limit int, window time.Duration) Algorithm {
 	return slidingLog{limit: limit, window: window}
 }
@@ -57,6 +69,8 @@ type slidingLogState struct {
 	limit, window int64
 	runs          []logRun // by time, oldest first
 }
+
+var _ carrier = (*slidingLogState)(nil)
 
 // logRun is n units admitted at the same time (µs).
 type logRun struct{ at, n int64 }
@@ -119,6 +133,14 @@ func (s *slidingLogState) add(now, n int64) {
 	s.runs = append(s.runs, logRun{})
 	copy(s.runs[i+1:], s.runs[i:])
 	s.runs[i] = logRun{at: now, n: n}
+}
+
+// carry implements carrier: the runs from holds, judged from now on by
+// this state's limit and window, as the script judges a key's entries.
+func (s *slidingLogState) carry(from LocalState, now int64) {
+	if f, ok := from.(*slidingLogState); ok {
+		s.runs = append(s.runs[:0], f.runs...)
+	}
 }
 
 func (s *slidingLogState) ExpiresAt() int64 {

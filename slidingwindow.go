@@ -43,6 +43,18 @@ const maxWindowUnits = 1 << 40
 // MaxWindow); otherwise [New] returns an error wrapping
 // [ErrInvalidConfig]. State per key: one short string, whatever the limit
 // and the traffic, where [SlidingLog] keeps one entry per admitted unit.
+//
+// A key used with other parameters ([Limiter.Using], or two limiters with
+// the same prefix) keeps its counts, and the new limit judges them. When
+// the window changes, the grid starts again at the change, with what the
+// counts place in the longer of the two windows that end then as the
+// previous window's count: never less than the old estimate (it is that
+// estimate when the window shrinks; a longer window also counts the part
+// of the previous window it covers), so recent usage is not forgotten,
+// and it fades over one new window. From the change on, the new limit
+// holds as above: at most 2×limit−1 units in a window-long interval, and
+// the first new window admits at most limit less what the carried
+// estimate still weighs.
 func SlidingWindow(limit int, window time.Duration) Algorithm {
 	return slidingWindow{limit: limit, window: window}
 }
@@ -85,6 +97,8 @@ type slidingWindowState struct {
 	start, cur, prev int64 // the current window's start (µs), the units of it and of the one before
 }
 
+var _ carrier = (*slidingWindowState)(nil)
+
 func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 	w, c := s.window, int64(n)
 	if now < s.start {
@@ -120,6 +134,40 @@ func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 		}
 	}
 	return r
+}
+
+// carry implements carrier: from's counts, on a grid of this state's
+// window, as the script reads a key written with another window.
+func (s *slidingWindowState) carry(from LocalState, now int64) {
+	f, ok := from.(*slidingWindowState)
+	if !ok {
+		return
+	}
+	s.start, s.cur, s.prev = f.start, f.cur, f.prev
+	if f.window != s.window {
+		s.start, s.cur, s.prev = now, 0, regrid(now, s.window, f.start, f.cur, f.prev, f.window)
+	}
+}
+
+// regrid is the script's function of the same name: the previous window's
+// count of a state on a grid of window µs starting at now, taken over
+// from one on a grid of w0 µs with the given start and counts.
+func regrid(now, window, start, cur, prev, w0 int64) int64 {
+	if now < start {
+		start = now
+	} else if d := now - start; d >= w0 {
+		if d < 2*w0 {
+			prev = cur
+		} else {
+			prev = 0
+		}
+		start, cur = start+w0, 0
+	}
+	if cur == 0 && prev == 0 {
+		return 0
+	}
+	over := min(w0, max(window, w0)-(now-start))
+	return min(cur+int64(math.Ceil(float64(prev)*float64(float64(over)/float64(w0)))), maxWindowUnits)
 }
 
 // ExpiresAt returns the end of the next window while the current one
