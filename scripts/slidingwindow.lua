@@ -144,7 +144,8 @@ local function decide(key, now, n, limit, window)
     if s then
       start, cur, prev = s + 0, c + 0, p + 0
       if w ~= '' and w + 0 ~= window then
-        start, cur, prev, dirty = now, 0, regrid(now, window, start, cur, prev, w + 0), true
+        prev = regrid(now, window, start, cur, prev, w + 0)
+        start, cur, dirty = now, 0, true
       end
     else
       cur = math.floor(tonumber(v) or 0)
