@@ -23,7 +23,9 @@ var fixedWindowLua string
 // the same prefix) keeps its count and its window's start: the new limit
 // judges the count (Remaining is the limit minus the count, at least 0),
 // and a window still open ends at its start plus the new window, or is
-// over at once if that is past. A window that had closed stays closed.
+// over at once if that is past; a window that had closed stays closed. So
+// the window open at the change admits in all no more than the new limit,
+// or than it had admitted before.
 func FixedWindow(limit int, window time.Duration) Algorithm {
 	return fixedWindow{limit: limit, window: window}
 }

@@ -24,15 +24,16 @@ const maxLogUnits = 1 << 20
 //
 // A key used with other parameters ([Limiter.Using], or two limiters with
 // the same prefix) keeps its logged units, and the new limit and window
-// judge them: every period of the new window's length that starts at or
-// after the change admits at most the new limit, and one that starts
-// before counts, besides the units admitted since, those it holds that
-// were still logged at the change. A unit is logged until a call finds it
-// past the window in force, so a shorter window drops the units past it
-// at once, and a longer one counts the units the shorter one still held
-// at its last call (their key's TTL is extended), but not those dropped
-// before; once every unit had left the shorter window, they count only
-// until the key expires, a [TTLMargin] later.
+// judge them. Each call drops the units that have left the window in
+// force, so a shorter window drops those past it at once; a longer one
+// counts the units still logged: those the shorter window held at the
+// last call under it (the key's TTL grows to keep them), never those
+// dropped before, and none once the key has expired, when every unit had
+// left the shorter window (in Redis, up to [TTLMargin] after the newest
+// left it). Every period of the new window's length that starts at or
+// after the change admits at most the new limit; one that starts before
+// admits, from the change on, at most the new limit less the units in it
+// that were still logged at the change.
 func SlidingLog(limit int, window time.Duration) Algorithm {
 	return slidingLog{limit: limit, window: window}
 }

@@ -53,8 +53,8 @@ const maxWindowUnits = 1 << 40
 // of the previous window it covers), so recent usage is not forgotten,
 // and it fades over one new window. From the change on, the new limit
 // holds as above: at most 2×limit−1 units in a window-long interval, and
-// the first new window admits at most limit less what the carried
-// estimate still weighs.
+// in the first new window the units admitted so far never exceed limit
+// less what the carried estimate still weighs.
 func SlidingWindow(limit int, window time.Duration) Algorithm {
 	return slidingWindow{limit: limit, window: window}
 }

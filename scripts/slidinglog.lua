@@ -20,17 +20,20 @@
 -- write sets the TTL to the window and a margin; a key of ours found
 -- without a TTL gets one, and one whose TTL ends more than half the margin
 -- before its newest entry leaves the window (the window has grown since
--- the TTL was set) gets a longer one.
+-- the TTL was set) gets a longer one. The TTL runs on Redis's clock and
+-- now may come from the limiter's: should the two drift apart by more than
+-- half the margin, denied calls extend the TTL too, which costs a command
+-- and changes no decision.
 --
 -- Other parameters (the same key read with another limit or window): the
 -- entries are kept, and the limit and window in force judge them, as
 -- above. Each call removes the entries that have left the window then in
--- force, so a shorter window drops those past it at once, and a longer one
+-- force, so a shorter window drops those past it at once; a longer one
 -- counts the entries still held: those the shorter window held at its
--- last call, until they leave the longer one (its TTL is extended for
--- them), and never those removed before. Should every entry have left the
--- shorter window before the change, the key expires a margin after that,
--- and the longer window counts them until then.
+-- last call, never those removed before, and none once the key has
+-- expired (a margin after its newest entry left the shorter window, when
+-- all had). The TTL grows as above to keep the entries a longer window
+-- still counts.
 --
 -- Each call removes the entries that have left the window, before it
 -- decides: they no longer count, so removing them changes no decision. A call that
