@@ -149,9 +149,10 @@ func (s *slidingWindowState) carry(from LocalState, now int64) {
 	}
 }
 
-// regrid is the script's function of the same name: the previous window's
-// count of a state on a grid of window µs starting at now, taken over
-// from one on a grid of w0 µs with the given start and counts.
+// regrid is the script's function of the same name: prev for a grid of
+// window µs that starts at now with cur = 0, taking over the state start,
+// cur, prev of a grid of w0 µs. Its floating point operations are the
+// script's, in the script's order.
 func regrid(now, window, start, cur, prev, w0 int64) int64 {
 	if now < start {
 		start = now

@@ -80,8 +80,9 @@ local function earliest(p, b, lo, window)
   return x
 end
 
--- regrid returns the state, on a grid of window µs that starts at now, of
--- one on a grid of w0 µs (see "Other parameters" above).
+-- regrid returns prev for a grid of window µs that starts at now with
+-- cur = 0, taking over the state start, cur, prev of a grid of w0 µs (see
+-- "Other parameters" above).
 local function regrid(now, window, start, cur, prev, w0)
   if now < start then
     start = now
