@@ -24,8 +24,8 @@ var fixedWindowLua string
 // judges the count (Remaining is the limit minus the count, at least 0),
 // and a window still open ends at its start plus the new window, or is
 // over at once if that is past; a window that had closed stays closed. So
-// the window open at the change admits in all no more than the new limit,
-// or than it had admitted before.
+// the window open at the change admits in all no more than the larger of
+// the new limit and what it had admitted before the change.
 func FixedWindow(limit int, window time.Duration) Algorithm {
 	return fixedWindow{limit: limit, window: window}
 }

@@ -46,12 +46,13 @@ const maxWindowUnits = 1 << 40
 //
 // A key used with other parameters ([Limiter.Using], or two limiters with
 // the same prefix) keeps its counts, and the new limit judges them. When
-// the window changes, the grid starts again at the change, with what the
-// counts place in the longer of the two windows that end then as the
-// previous window's count: never less than the old estimate (it is that
-// estimate when the window shrinks; a longer window also counts the part
-// of the previous window it covers), so recent usage is not forgotten,
-// and it fades over one new window. From the change on, the new limit
+// the window changes, the grid starts again at the change with an empty
+// current window, and the previous window's count is the usage the old
+// counts place within the longer of the old and new windows ending then:
+// never less than the old estimate (it is that estimate when the window
+// shrinks; a longer window also counts the part of the previous window it
+// covers), so recent usage is not forgotten, and it fades over one new
+// window. From the change on, the new limit
 // holds as above: at most 2×limit−1 units in a window-long interval, and
 // in the first new window the units admitted so far never exceed limit
 // less what the carried estimate still weighs.
