@@ -392,18 +392,18 @@ func changeTraffic(u *keyUser, seed uint64, before, after redislimit.Algorithm, 
 }
 
 // The bounds each algorithm documents for a change of parameters hold over
-// random traffic, in Redis as in process: after a change at +30s,
-//   - a sliding log admits at most the new limit in any period of the new
-//     window that starts at or after the change, and in one that starts
-//     before, together with the units it holds that were still logged at
-//     the change (those after the last call before it, less the old
-//     window);
-//   - a sliding window's estimate at the change is at least the old one,
-//     its first new window admits at most the new limit less that
-//     estimate still weighs at each admission, and no window-long interval from
-//     the change on admits 2×limit;
-//   - a fixed window admits no more than the new limit, counting what it
-//     had admitted, in the window open at the change.
+// random traffic, in Redis as in process. After a change at +30s:
+//   - A sliding log admits at most the new limit in any period of the new
+//     window that starts at or after the change; in one that starts
+//     before, at most the new limit less the units in it still logged at
+//     the change (those admitted after the last call before it less the
+//     old window).
+//   - A sliding window's estimate at the change is at least the old one;
+//     in the first new window, the units admitted by any moment leave room
+//     for what the old estimate still weighs then; and no window-long
+//     interval from the change on admits 2×limit.
+//   - A fixed window's window open at the change admits, with what it had
+//     admitted, at most the new limit (or what it had admitted).
 func TestParameterChangeBounds(t *testing.T) {
 	const s = time.Second
 	type change struct{ before, after redislimit.Algorithm }
@@ -442,30 +442,32 @@ func TestParameterChangeBounds(t *testing.T) {
 							}
 						}
 					case "sw":
-						if pb.Remaining > 0 && pa.Remaining > max(l1-(l0-pb.Remaining), 0) {
-							t.Errorf("Remaining at the change %d under the old parameters, %d under the new: the estimate fell", pb.Remaining, pa.Remaining)
+						// Remaining is limit - estimate, at least 0: the old
+						// estimate is at least this.
+						old := int64(l0 - pb.Remaining)
+						if want := max(int64(l1)-old, 0); int64(pa.Remaining) > want {
+							t.Errorf("Remaining at the change %d under the old parameters, %d under the new, want at most %d: the estimate fell", pb.Remaining, pa.Remaining, want)
 						}
-						// In the first new window, the carried estimate (at least
-						// the old one) still weighs in at every admission.
 						for _, a := range post {
-							if e := a.at - at; pb.Remaining > 0 && e < w1 {
-								weighs := int64(l0-pb.Remaining) * int64(w1-e) / int64(w1)
+							if e := a.at - at; e < w1 {
+								weighs := old * int64(w1-e) / int64(w1)
 								if got := unitsIn(post, at, a.at+1); int64(got) > max(int64(l1)-weighs, 0) {
 									t.Errorf("%d units admitted from the change to +%v, where the old estimate still weighs %d: want at most %d", got, a.at, weighs, max(int64(l1)-weighs, 0))
 								}
 							}
-						}
-						for _, a := range post {
 							if got := unitsIn(post, a.at, a.at+w1); got > 2*l1-1 {
 								t.Errorf("%d units admitted in the %v from +%v, want at most %d", got, w1, a.at, 2*l1-1)
 							}
 						}
 					case "fw":
-						if pb.ResetAfter == 0 { // no window open
-							return
+						if pb.ResetAfter == 0 {
+							break // no window open at the change
 						}
 						used := l0 - pb.Remaining
 						end := at + pb.ResetAfter - w0 + w1
+						if end > at && pa.Remaining != max(l1-used, 0) {
+							t.Errorf("Remaining at the change = %d with %d used, want %d", pa.Remaining, used, max(l1-used, 0))
+						}
 						if got := unitsIn(post, at, end); got > max(l1-used, 0) {
 							t.Errorf("%d units admitted in the window open at the change (%d used, until +%v), want at most %d", got, used, end, max(l1-used, 0))
 						}
