@@ -46,16 +46,16 @@ const maxWindowUnits = 1 << 40
 //
 // A key used with other parameters ([Limiter.Using], or two limiters with
 // the same prefix) keeps its counts, and the new limit judges them. When
-// the window changes, the grid starts again at the change with an empty
-// current window, and the previous window's count is the usage the old
-// counts place within the longer of the old and new windows ending then:
-// never less than the old estimate (it is that estimate when the window
-// shrinks; a longer window also counts the part of the previous window it
-// covers), so recent usage is not forgotten, and it fades over one new
-// window. From the change on, the new limit
-// holds as above: at most 2×limit−1 units in a window-long interval, and
-// in the first new window the units admitted so far never exceed limit
-// less what the carried estimate still weighs.
+// the window changes and now is within a new window's length of the
+// current window's start, the grid stays, and its counts become those of
+// windows of the new length: a longer window weighs the previous window's
+// units more (the estimate never falls), a shorter one less. Otherwise
+// (the window shrank) the grid starts again at the change, and the units
+// of the current window, which the counts cannot place in time, count in
+// full as those of the previous window, fading over one new window: recent
+// usage is not forgotten. A key used alternately with two windows neither
+// drifts nor sticks. From the change on the bound above holds for the new
+// limit: at most 2×limit−1 units in any window-long interval.
 func SlidingWindow(limit int, window time.Duration) Algorithm {
 	return slidingWindow{limit: limit, window: window}
 }
@@ -146,15 +146,13 @@ func (s *slidingWindowState) carry(from LocalState, now int64) {
 	}
 	s.start, s.cur, s.prev = f.start, f.cur, f.prev
 	if f.window != s.window {
-		s.start, s.cur, s.prev = now, 0, regrid(now, s.window, f.start, f.cur, f.prev, f.window)
+		s.start, s.cur, s.prev = regrid(now, s.window, f.start, f.cur, f.prev, f.window)
 	}
 }
 
-// regrid is the script's function of the same name: prev for a grid of
-// window µs that starts at now with cur = 0, taking over the state start,
-// cur, prev of a grid of w0 µs. Its floating point operations are the
-// script's, in the script's order.
-func regrid(now, window, start, cur, prev, w0 int64) int64 {
+// regrid is the script's function of the same name: start, cur and prev
+// on a grid of window µs for a state on a grid of w0 µs.
+func regrid(now, window, start, cur, prev, w0 int64) (int64, int64, int64) {
 	if now < start {
 		start = now
 	} else if d := now - start; d >= w0 {
@@ -165,11 +163,10 @@ func regrid(now, window, start, cur, prev, w0 int64) int64 {
 		}
 		start, cur = start+w0, 0
 	}
-	if cur == 0 && prev == 0 {
-		return 0
+	if now-start >= window {
+		return now, 0, cur
 	}
-	over := min(w0, max(window, w0)-(now-start))
-	return min(cur+int64(math.Ceil(float64(prev)*float64(float64(over)/float64(w0)))), maxWindowUnits)
+	return start, cur, prev
 }
 
 // ExpiresAt returns the end of the next window while the current one

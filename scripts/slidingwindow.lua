@@ -33,17 +33,19 @@
 --
 -- Other parameters (the same key read with another limit or window): the
 -- counts are kept and the limit in force judges them. A grid of another
--- window length w0 first moves on to now as above, by w0; then, unless
--- both counts are 0, it starts again at now under the current window,
--- with cur = 0 and prev the units the old counts place in the longer of
--- the two windows that end now,
---
---   cur + ceil(prev * (min(w0, max(window, w0) - elapsed) / w0))
---
--- (at most 2^40): never less than the old estimate, which it is under a
--- shorter window, so that recent usage is not forgotten and fades over one
--- new window. The key is rewritten (deleted when both counts were 0) even
--- when the call is denied.
+-- window length w0 first moves on to now as above, by w0. Then, if now is
+-- within a window of the current length from the grid's start, the grid
+-- stays where it is and its counts become those of windows of the current
+-- length: a longer window weighs the previous window's units more, so the
+-- estimate never falls, and a shorter one less. Otherwise (the window
+-- shrank, and at least one new window has passed since start) the units of
+-- the current window cannot be placed in time: the grid starts again at
+-- now with cur = 0 and prev = cur, so that they count in full now and fade
+-- over one new window, and the previous window's units, all older than
+-- the new window, are dropped. No arithmetic rounds, so that a key read
+-- alternately with two windows neither drifts nor sticks. The key is
+-- rewritten (deleted when both counts end up 0) even when the call is
+-- denied.
 --
 -- Reply: remaining = limit - estimate (after consuming), at least 0;
 -- retry_after the earliest time the same call fits if nothing else
@@ -80,9 +82,8 @@ local function earliest(p, b, lo, window)
   return x
 end
 
--- regrid returns prev for a grid of window µs that starts at now with
--- cur = 0, taking over the state start, cur, prev of a grid of w0 µs (see
--- "Other parameters" above).
+-- regrid returns start, cur and prev on a grid of window µs for a state
+-- on a grid of w0 µs (see "Other parameters" above).
 local function regrid(now, window, start, cur, prev, w0)
   if now < start then
     start = now
@@ -90,14 +91,8 @@ local function regrid(now, window, start, cur, prev, w0)
     if now - start < 2 * w0 then prev = cur else prev = 0 end
     start, cur = start + w0, 0
   end
-  if cur == 0 and prev == 0 then return 0 end
-  local span = window
-  if span < w0 then span = w0 end
-  local over = span - (now - start)
-  if over > w0 then over = w0 end
-  local est = cur + math.ceil(prev * (over / w0))
-  if est > 1099511627776 then est = 1099511627776 end -- 2^40
-  return est
+  if now - start >= window then return now, 0, cur end
+  return start, cur, prev
 end
 
 local function write(consume, key, now, n, allowed, limit, window, start, cur, prev, elapsed, est, dirty, v)
@@ -145,8 +140,8 @@ local function decide(key, now, n, limit, window)
     if s then
       start, cur, prev = s + 0, c + 0, p + 0
       if w ~= '' and w + 0 ~= window then
-        prev = regrid(now, window, start, cur, prev, w + 0)
-        start, cur, dirty = now, 0, true
+        start, cur, prev = regrid(now, window, start, cur, prev, w + 0)
+        dirty = true
       end
     else
       cur = math.floor(tonumber(v) or 0)
