@@ -40,7 +40,7 @@
 -- estimate never falls, and a shorter one less. Otherwise (the window
 -- shrank, and at least one new window has passed since start) the units of
 -- the current window cannot be placed in time: the grid starts again at
--- now with cur = 0 and prev = cur, so that they count in full now and fade
+-- now, prev taking cur and cur 0, so that they count in full now and fade
 -- over one new window, and the previous window's units, all older than
 -- the new window, are dropped. No arithmetic rounds, so that a key read
 -- alternately with two windows neither drifts nor sticks. The key is
