@@ -18,6 +18,14 @@ var fixedWindowLua string
 // limit must be at least 1 and window between a millisecond and
 // [MaxWindow] (used with µs precision); otherwise [New] returns an error
 // wrapping [ErrInvalidConfig]. State per key: one short string.
+//
+// A key used with other parameters ([Limiter.Using], or two limiters with
+// the same prefix) keeps its count and its window's start: the new limit
+// judges the count (Remaining is the limit minus the count, at least 0),
+// and a window still open ends at its start plus the new window, or is
+// over at once if that is past; a window that had closed stays closed. So
+// the window open at the change admits in all no more than the larger of
+// the new limit and what it had admitted before the change.
 func FixedWindow(limit int, window time.Duration) Algorithm {
 	return fixedWindow{limit: limit, window: window}
 }
@@ -54,6 +62,8 @@ type fixedWindowState struct {
 	end, count    int64 // the window's end (µs) and the units it admitted
 }
 
+var _ carrier = (*fixedWindowState)(nil)
+
 func (s *fixedWindowState) Decide(now int64, n int, consume bool) Result {
 	if s.end <= now || s.count == 0 {
 		s.end, s.count = now+s.window, 0
@@ -73,6 +83,18 @@ func (s *fixedWindowState) Decide(now int64, n int, consume bool) Result {
 		r.ResetAfter = micros(left)
 	}
 	return r
+}
+
+// carry implements carrier: the count of a window still open, which
+// keeps its start, as the script reads a key written with another window.
+func (s *fixedWindowState) carry(from LocalState, now int64) {
+	f, ok := from.(*fixedWindowState)
+	if !ok || f.count == 0 || f.end <= now {
+		return
+	}
+	if end := f.end - f.window + s.window; end > now {
+		s.end, s.count = end, f.count
+	}
 }
 
 func (s *fixedWindowState) ExpiresAt() int64 {

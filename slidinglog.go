@@ -21,6 +21,19 @@ const maxLogUnits = 1 << 20
 // wrapping [ErrInvalidConfig]. State per key grows with the units admitted
 // in the last window, up to limit sorted-set entries; for limits in the
 // thousands, [TokenBucket] keeps a constant few bytes instead.
+//
+// A key used with other parameters ([Limiter.Using], or two limiters with
+// the same prefix) keeps its logged units, and the new limit and window
+// judge them. Each call drops the units that have left the window in
+// force, so a shorter window drops those past it at once; a longer one
+// counts the units still logged: those the shorter window held at the
+// last call under it (the key's TTL grows to keep them), never those
+// dropped before, and none once the key has expired, when every unit had
+// left the shorter window (in Redis, up to [TTLMargin] after the newest
+// left it). Every period of the new window's length that starts at or
+// after the change admits at most the new limit; one that starts before
+// admits, from the change on, at most the new limit less the units in it
+// that were still logged at the change.
 func SlidingLog(limit int, window time.Duration) Algorithm {
 	return slidingLog{limit: limit, window: window}
 }
@@ -57,6 +70,8 @@ type slidingLogState struct {
 	limit, window int64
 	runs          []logRun // by time, oldest first
 }
+
+var _ carrier = (*slidingLogState)(nil)
 
 // logRun is n units admitted at the same time (µs).
 type logRun struct{ at, n int64 }
@@ -119,6 +134,14 @@ func (s *slidingLogState) add(now, n int64) {
 	s.runs = append(s.runs, logRun{})
 	copy(s.runs[i+1:], s.runs[i:])
 	s.runs[i] = logRun{at: now, n: n}
+}
+
+// carry implements carrier: the runs from holds, judged from now on by
+// this state's limit and window, as the script judges a key's entries.
+func (s *slidingLogState) carry(from LocalState, now int64) {
+	if f, ok := from.(*slidingLogState); ok {
+		s.runs = append(s.runs[:0], f.runs...)
+	}
 }
 
 func (s *slidingLogState) ExpiresAt() int64 {

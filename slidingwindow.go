@@ -43,6 +43,19 @@ const maxWindowUnits = 1 << 40
 // MaxWindow); otherwise [New] returns an error wrapping
 // [ErrInvalidConfig]. State per key: one short string, whatever the limit
 // and the traffic, where [SlidingLog] keeps one entry per admitted unit.
+//
+// A key used with other parameters ([Limiter.Using], or two limiters with
+// the same prefix) keeps its counts, and the new limit judges them. When
+// the window changes and now is within a new window's length of the
+// current window's start, the grid stays, and its counts become those of
+// windows of the new length: a longer window weighs the previous window's
+// units more (the estimate never falls), a shorter one less. Otherwise
+// (the window shrank) the grid starts again at the change, and the units
+// of the current window, which the counts cannot place in time, count in
+// full as those of the previous window, fading over one new window: recent
+// usage is not forgotten. A key used alternately with two windows neither
+// drifts nor sticks. From the change on the bound above holds for the new
+// limit: at most 2×limit−1 units in any window-long interval.
 func SlidingWindow(limit int, window time.Duration) Algorithm {
 	return slidingWindow{limit: limit, window: window}
 }
@@ -85,6 +98,8 @@ type slidingWindowState struct {
 	start, cur, prev int64 // the current window's start (µs), the units of it and of the one before
 }
 
+var _ carrier = (*slidingWindowState)(nil)
+
 func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 	w, c := s.window, int64(n)
 	if now < s.start {
@@ -120,6 +135,38 @@ func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 		}
 	}
 	return r
+}
+
+// carry implements carrier: from's counts, on a grid of this state's
+// window, as the script reads a key written with another window.
+func (s *slidingWindowState) carry(from LocalState, now int64) {
+	f, ok := from.(*slidingWindowState)
+	if !ok {
+		return
+	}
+	s.start, s.cur, s.prev = f.start, f.cur, f.prev
+	if f.window != s.window {
+		s.start, s.cur, s.prev = regrid(now, s.window, f.start, f.cur, f.prev, f.window)
+	}
+}
+
+// regrid is the script's function of the same name: start, cur and prev
+// on a grid of window µs for a state on a grid of w0 µs.
+func regrid(now, window, start, cur, prev, w0 int64) (int64, int64, int64) {
+	if now < start {
+		start = now
+	} else if d := now - start; d >= w0 {
+		if d < 2*w0 {
+			prev = cur
+		} else {
+			prev = 0
+		}
+		start, cur = start+w0, 0
+	}
+	if now-start >= window {
+		return now, 0, cur
+	}
+	return start, cur, prev
 }
 
 // ExpiresAt returns the end of the next window while the current one

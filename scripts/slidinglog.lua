@@ -18,7 +18,22 @@
 -- exist already (possible only after the clock went back), ZADD reports
 -- fewer additions and more members are added until the cost is met. Each
 -- write sets the TTL to the window and a margin; a key of ours found
--- without a TTL gets one.
+-- without a TTL gets one, and one whose TTL ends more than half the margin
+-- before its newest entry leaves the window (the window has grown since
+-- the TTL was set) gets a longer one. The TTL runs on Redis's clock and
+-- now may come from the limiter's: should the two drift apart by more than
+-- half the margin, denied calls extend the TTL too, which costs a command
+-- and changes no decision.
+--
+-- Other parameters (the same key read with another limit or window): the
+-- entries are kept, and the limit and window in force judge them, as
+-- above. Each call removes the entries that have left the window then in
+-- force, so a shorter window drops those past it at once; a longer one
+-- counts the entries still held: those the shorter window held at its
+-- last call, never those removed before, and none once the key has
+-- expired (a margin after its newest entry left the shorter window, when
+-- all had). The TTL grows as above to keep the entries a longer window
+-- still counts.
 --
 -- Each call removes the entries that have left the window, before it
 -- decides: they no longer count, so removing them changes no decision. A call that
@@ -93,8 +108,13 @@ local function write(consume, key, now, n, allowed, limit, window, count, oldest
       retry = at + window - now
     end
     reset = newest + window - now
-    if redis.call('PTTL', key) == -1 then
+    local ttl = redis.call('PTTL', key)
+    if ttl == -1 then
       redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000) + ttl_margin))
+    elseif ttl + ttl_margin / 2 < math.ceil(reset / 1000) + ttl_margin then
+      -- Set by a write under a shorter window: the key must live until
+      -- its newest entry leaves this one.
+      redis.call('PEXPIRE', key, string.format('%d', math.ceil(reset / 1000) + ttl_margin))
     end
   end
   local remaining = limit - count

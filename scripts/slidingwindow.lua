@@ -15,8 +15,10 @@
 --   limit   units per window (<= 2^40)
 --   window  in µs (>= 1000, <= MaxWindow/2)
 --
--- State: the string "<start µs> <cur> <prev>": the current window's start
--- and the units admitted in it and in the one before. Once now is a window
+-- State: the string "<start µs> <cur> <prev> <window µs>": the current
+-- window's start, the units admitted in it and in the one before, and the
+-- window length of the grid; the form "<start µs> <cur> <prev>" of earlier
+-- versions reads as a grid of the current window. Once now is a window
 -- past start, the grid moves on: one window, and prev takes cur; two or
 -- more, and both counts are 0. A state whose counts are both 0 says
 -- nothing, and the grid starts again at now, as for a fresh key. Written
@@ -28,6 +30,22 @@
 -- clamped to [0, limit] (NaN as limit), in a window opening now, and is
 -- rewritten even when the call is denied. A key of ours found without a
 -- TTL gets one.
+--
+-- Other parameters (the same key read with another limit or window): the
+-- counts are kept and the limit in force judges them. A grid of another
+-- window length w0 first moves on to now as above, by w0. Then, if now is
+-- within a window of the current length from the grid's start, the grid
+-- stays where it is and its counts become those of windows of the current
+-- length: a longer window weighs the previous window's units more, so the
+-- estimate never falls, and a shorter one less. Otherwise (the window
+-- shrank, and at least one new window has passed since start) the units of
+-- the current window cannot be placed in time: the grid starts again at
+-- now, prev taking cur and cur 0, so that they count in full now and fade
+-- over one new window, and the previous window's units, all older than
+-- the new window, are dropped. No arithmetic rounds, so that a key read
+-- alternately with two windows neither drifts nor sticks. The key is
+-- rewritten (deleted when both counts end up 0) even when the call is
+-- denied.
 --
 -- Reply: remaining = limit - estimate (after consuming), at least 0;
 -- retry_after the earliest time the same call fits if nothing else
@@ -64,6 +82,19 @@ local function earliest(p, b, lo, window)
   return x
 end
 
+-- regrid returns start, cur and prev on a grid of window µs for a state
+-- on a grid of w0 µs (see "Other parameters" above).
+local function regrid(now, window, start, cur, prev, w0)
+  if now < start then
+    start = now
+  elseif now - start >= w0 then
+    if now - start < 2 * w0 then prev = cur else prev = 0 end
+    start, cur = start + w0, 0
+  end
+  if now - start >= window then return now, 0, cur end
+  return start, cur, prev
+end
+
 local function write(consume, key, now, n, allowed, limit, window, start, cur, prev, elapsed, est, dirty, v)
   if consume then
     cur, est, dirty = cur + n, est + n, true
@@ -76,7 +107,7 @@ local function write(consume, key, now, n, allowed, limit, window, start, cur, p
   end
   if dirty then
     if left > 0 then
-      redis.call('SET', key, string.format('%d %d %d', start, cur, prev), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
+      redis.call('SET', key, string.format('%d %d %d %d', start, cur, prev, window), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
     else
       redis.call('DEL', key)
     end
@@ -105,9 +136,13 @@ local function decide(key, now, n, limit, window)
   local start, cur, prev, dirty = now, 0, 0, false
   local v = redis.call('GET', key)
   if v then
-    local s, c, p = string.match(v, '^(-?%d+) (%d+) (%d+)$')
+    local s, c, p, w = string.match(v, '^(-?%d+) (%d+) (%d+) ?(%d*)$')
     if s then
       start, cur, prev = s + 0, c + 0, p + 0
+      if w ~= '' and w + 0 ~= window then
+        start, cur, prev = regrid(now, window, start, cur, prev, w + 0)
+        dirty = true
+      end
     else
       cur = math.floor(tonumber(v) or 0)
       if cur ~= cur or cur > limit then
