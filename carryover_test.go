@@ -74,10 +74,10 @@ func (u *keyUser) call(alg redislimit.Algorithm, n int, peek bool) redislimit.Re
 	return r
 }
 
-// changeStep is one call in a test of changing parameters: move the clock
+// paramStep is one call in a test of changing parameters: move the clock
 // by advance, then call AllowN(n), or Peek when n is 0, with alg's
 // parameters, and expect want.
-type changeStep struct {
+type paramStep struct {
 	alg     redislimit.Algorithm
 	advance time.Duration
 	n       int
@@ -96,63 +96,63 @@ func TestParameterChanges(t *testing.T) {
 	sw := redislimit.SlidingWindow
 	tests := []struct {
 		name  string
-		steps []changeStep
+		steps []paramStep
 	}{
-		{"FixedWindow/Upgrade", []changeStep{
+		{"FixedWindow/Upgrade", []paramStep{
 			{fw(10, min), 0, 10, allowed(10, 0, min)},
 			{fw(10, min), 10 * s, 1, denied(10, 0, 50*s, 50*s)},
 			{fw(100, min), 0, 0, allowed(100, 90, 50*s)},
 			{fw(100, min), 0, 90, allowed(100, 0, 50*s)},
 			{fw(100, min), 50 * s, 0, allowed(100, 100, 0)},
 		}},
-		{"FixedWindow/Downgrade", []changeStep{
+		{"FixedWindow/Downgrade", []paramStep{
 			{fw(100, min), 0, 58, allowed(100, 42, min)},
 			{fw(10, min), 20 * s, 1, denied(10, 0, 40*s, 40*s)},
 			{fw(10, min), 0, 0, denied(10, 0, 40*s, 40*s)},
 			{fw(10, min), 40 * s, 1, allowed(10, 9, min)},
 		}},
-		{"FixedWindow/LongerWindow", []changeStep{
+		{"FixedWindow/LongerWindow", []paramStep{
 			{fw(10, min), 0, 4, allowed(10, 6, min)},
 			{fw(10, 2*min), 30 * s, 1, allowed(10, 5, 90*s)}, // ends at its start + 2min
 			{fw(10, 2*min), 60 * s, 5, allowed(10, 0, 30*s)},
 			{fw(10, min), 10 * s, 0, allowed(10, 10, 0)}, // back to 1min: over at +60s
 			{fw(10, 2*min), 0, 0, allowed(10, 10, 0)},    // and forgotten
 		}},
-		{"FixedWindow/ShorterWindow", []changeStep{
+		{"FixedWindow/ShorterWindow", []paramStep{
 			{fw(10, min), 0, 4, allowed(10, 6, min)},
 			{fw(10, 30*s), 20 * s, 1, allowed(10, 5, 10*s)},
 			{fw(10, min), 5 * s, 0, allowed(10, 5, 35*s)}, // 1min again: the window keeps its start
 			{fw(10, 30*s), 5 * s, 1, allowed(10, 9, 30*s)},
 		}},
-		{"FixedWindow/ShorterWindowAlreadyOver", []changeStep{
+		{"FixedWindow/ShorterWindowAlreadyOver", []paramStep{
 			{fw(10, min), 0, 4, allowed(10, 6, min)},
 			{fw(10, 30*s), 40 * s, 0, allowed(10, 10, 0)},
 			{fw(10, min), 0, 0, allowed(10, 10, 0)}, // the usage is gone for good
 		}},
-		{"FixedWindow/ClosedWindowStaysClosed", []changeStep{
+		{"FixedWindow/ClosedWindowStaysClosed", []paramStep{
 			{fw(10, min), 0, 4, allowed(10, 6, min)},
 			{fw(10, 2*min), 70 * s, 0, allowed(10, 10, 0)},
 			{fw(10, 2*min), 0, 1, allowed(10, 9, 2*min)},
 		}},
-		{"FixedWindow/ClockBackAcrossChange", []changeStep{
+		{"FixedWindow/ClockBackAcrossChange", []paramStep{
 			{fw(10, min), 0, 4, allowed(10, 6, min)},
 			// The window would end at +2min, past now + 2min: it ends then.
 			{fw(10, 2*min), -30 * s, 1, allowed(10, 5, 2*min)},
 		}},
 
-		{"SlidingLog/Upgrade", []changeStep{
+		{"SlidingLog/Upgrade", []paramStep{
 			{sl(10, min), 0, 10, allowed(10, 0, min)},
 			{sl(100, min), 10 * s, 0, allowed(100, 90, 50*s)},
 			{sl(100, min), 0, 90, allowed(100, 0, min)},
 			{sl(100, min), 0, 1, denied(100, 0, 50*s, min)},
 		}},
-		{"SlidingLog/Downgrade", []changeStep{
+		{"SlidingLog/Downgrade", []paramStep{
 			{sl(100, min), 0, 58, allowed(100, 42, min)},
 			{sl(10, min), 20 * s, 1, denied(10, 0, 40*s, 40*s)},
 			{sl(10, min), 0, 0, denied(10, 0, 40*s, 40*s)},
 			{sl(10, min), 40 * s, 1, allowed(10, 9, min)},
 		}},
-		{"SlidingLog/LongerWindow", []changeStep{
+		{"SlidingLog/LongerWindow", []paramStep{
 			{sl(10, min), 0, 4, allowed(10, 6, min)},
 			{sl(10, min), 30 * s, 3, allowed(10, 3, min)},
 			{sl(10, min), 35 * s, 0, allowed(10, 7, 25*s)}, // the 4 leave, and are dropped
@@ -162,7 +162,7 @@ func TestParameterChanges(t *testing.T) {
 			{sl(10, 2*min), 0, 1, denied(10, 0, 80*s, 2*min)},
 			{sl(10, 2*min), 80 * s, 3, allowed(10, 0, 2*min)},
 		}},
-		{"SlidingLog/LongerWindowCountsUndropped", []changeStep{
+		{"SlidingLog/LongerWindowCountsUndropped", []paramStep{
 			{sl(10, min), 0, 4, allowed(10, 6, min)},
 			{sl(10, min), 30 * s, 3, allowed(10, 3, min)},
 			// No call dropped the 4 once they left the 1min window: the
@@ -170,26 +170,26 @@ func TestParameterChanges(t *testing.T) {
 			{sl(10, 2*min), 40 * s, 0, allowed(10, 3, 80*s)},
 			{sl(10, 2*min), 0, 4, denied(10, 3, 50*s, 80*s)},
 		}},
-		{"SlidingLog/ShorterWindow", []changeStep{
+		{"SlidingLog/ShorterWindow", []paramStep{
 			{sl(10, min), 0, 4, allowed(10, 6, min)},
 			{sl(10, min), 40 * s, 3, allowed(10, 3, min)},
 			{sl(10, 30*s), 10 * s, 1, allowed(10, 6, 30*s)}, // the 4 are past 30s
 			{sl(10, min), 5 * s, 0, allowed(10, 6, 55*s)},   // and gone for good
 		}},
 
-		{"SlidingWindow/Upgrade", []changeStep{
+		{"SlidingWindow/Upgrade", []paramStep{
 			{sw(10, min), 0, 10, allowed(10, 0, 2*min)},
 			{sw(100, min), 10 * s, 0, allowed(100, 90, 110*s)},
 			{sw(100, min), 0, 90, allowed(100, 0, 110*s)},
 		}},
-		{"SlidingWindow/Downgrade", []changeStep{
+		{"SlidingWindow/Downgrade", []paramStep{
 			{sw(100, min), 0, 58, allowed(100, 42, 2*min)},
 			// 58 in this window: the call fits in the next once
 			// 58×(1-e/60s) rounds up to 9, at e = 50689656µs.
 			{sw(10, min), 20 * s, 1, denied(10, 0, 40*s+50689656*us, 100*s)},
 			{sw(10, min), 40*s + 50689656*us, 1, allowed(10, 0, 69310344*us)},
 		}},
-		{"SlidingWindow/MuchShorterWindow", []changeStep{
+		{"SlidingWindow/MuchShorterWindow", []paramStep{
 			{sw(100, time.Hour), 0, 1, allowed(100, 99, 2*time.Hour)},
 			{sw(100, time.Hour), 30*min - s, 49, allowed(100, 50, 90*min+s)},
 			// The 50 units a second old count in full under 1min, and
@@ -198,7 +198,7 @@ func TestParameterChanges(t *testing.T) {
 			{sw(60, min), 0, 11, denied(60, 10, 1200*time.Millisecond, min)},
 			{sw(60, min), 1200 * time.Millisecond, 11, allowed(60, 0, 2*min-1200*time.Millisecond)},
 		}},
-		{"SlidingWindow/LongerWindow", []changeStep{
+		{"SlidingWindow/LongerWindow", []paramStep{
 			{sw(10, min), 0, 6, allowed(10, 4, 2*min)},
 			// +90s: the 6 are the previous 1min window, and weigh 1/2.
 			{sw(10, min), 90 * s, 0, allowed(10, 7, 30*s)},
@@ -206,7 +206,7 @@ func TestParameterChanges(t *testing.T) {
 			{sw(10, 2*min), 0, 0, allowed(10, 5, 90*s)},
 			{sw(10, 2*min), min, 0, allowed(10, 8, 30*s)},
 		}},
-		{"SlidingWindow/ShorterWindow", []changeStep{
+		{"SlidingWindow/ShorterWindow", []paramStep{
 			{sw(10, min), 0, 4, allowed(10, 6, 2*min)},
 			{sw(10, min), 65 * s, 3, allowed(10, 3, 115*s)}, // 3 + ⌈4×55/60⌉
 			// Under 30s, the same grid: 3 + ⌈4×20/30⌉.
@@ -219,7 +219,7 @@ func TestParameterChanges(t *testing.T) {
 			{sw(10, 30*s), 15 * s, 0, allowed(10, 10, 0)},
 			{sw(10, min), 0, 0, allowed(10, 10, 0)}, // gone for good
 		}},
-		{"SlidingWindow/ShorterWindowRestartsGrid", []changeStep{
+		{"SlidingWindow/ShorterWindowRestartsGrid", []paramStep{
 			{sw(10, min), 0, 4, allowed(10, 6, 2*min)},
 			{sw(10, min), 65 * s, 3, allowed(10, 3, 115*s)},
 			// +100s: 40s into the 1min window, past a 30s one: the 3 of
@@ -229,7 +229,7 @@ func TestParameterChanges(t *testing.T) {
 			{sw(10, 30*s), 15 * s, 0, allowed(10, 8, 15*s)},
 			{sw(10, 30*s), 15 * s, 0, allowed(10, 10, 0)},
 		}},
-		{"SlidingWindow/ClockBackAcrossChange", []changeStep{
+		{"SlidingWindow/ClockBackAcrossChange", []paramStep{
 			{sw(10, min), 0, 3, allowed(10, 7, 2*min)},
 			{sw(10, min), 30 * s, 2, allowed(10, 5, 90*s)},
 			// Before the grid's start: it starts now, keeping both counts.
