@@ -41,14 +41,16 @@ func (a fixedWindow) Limit() int            { return a.limit }
 func (a fixedWindow) Window() time.Duration { return a.window }
 func (fixedWindow) Body() string            { return fixedWindowLua }
 
-func (a fixedWindow) Args() ([]any, error) {
+func (a fixedWindow) Args() ([]any, error) { return a.appendArgs(nil) }
+
+func (a fixedWindow) appendArgs(dst []any) ([]any, error) {
 	if err := checkUnits(a.title(), "limit", a.limit, maxUnits); err != nil {
 		return nil, err
 	}
 	if err := checkSpan(a.title(), "window", a.window); err != nil {
 		return nil, err
 	}
-	return []any{a.limit, a.window.Microseconds()}, nil
+	return append(dst, a.limit, a.window.Microseconds()), nil
 }
 
 // NewLocalState implements [LocalAlgorithm].

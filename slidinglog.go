@@ -49,14 +49,16 @@ func (a slidingLog) Limit() int            { return a.limit }
 func (a slidingLog) Window() time.Duration { return a.window }
 func (slidingLog) Body() string            { return slidingLogLua }
 
-func (a slidingLog) Args() ([]any, error) {
+func (a slidingLog) Args() ([]any, error) { return a.appendArgs(nil) }
+
+func (a slidingLog) appendArgs(dst []any) ([]any, error) {
 	if err := checkUnits(a.title(), "limit", a.limit, maxLogUnits); err != nil {
 		return nil, err
 	}
 	if err := checkSpan(a.title(), "window", a.window); err != nil {
 		return nil, err
 	}
-	return []any{a.limit, a.window.Microseconds()}, nil
+	return append(dst, a.limit, a.window.Microseconds()), nil
 }
 
 // NewLocalState implements [LocalAlgorithm].

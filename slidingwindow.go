@@ -71,7 +71,9 @@ func (a slidingWindow) Limit() int            { return a.limit }
 func (a slidingWindow) Window() time.Duration { return a.window }
 func (slidingWindow) Body() string            { return slidingWindowLua }
 
-func (a slidingWindow) Args() ([]any, error) {
+func (a slidingWindow) Args() ([]any, error) { return a.appendArgs(nil) }
+
+func (a slidingWindow) appendArgs(dst []any) ([]any, error) {
 	if err := checkUnits(a.title(), "limit", a.limit, maxWindowUnits); err != nil {
 		return nil, err
 	}
@@ -81,7 +83,7 @@ func (a slidingWindow) Args() ([]any, error) {
 	if a.window > MaxWindow/2 {
 		return nil, fmt.Errorf("%w: sliding window: window is %v, want at most %v (half of MaxWindow: durations span two windows)", ErrInvalidConfig, a.window, MaxWindow/2)
 	}
-	return []any{a.limit, a.window.Microseconds()}, nil
+	return append(dst, a.limit, a.window.Microseconds()), nil
 }
 
 // NewLocalState implements [LocalAlgorithm].
