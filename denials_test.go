@@ -215,8 +215,10 @@ func TestDenyCacheExactUnderLoad(t *testing.T) {
 		const rate = 100 // a token every 10ms, burst 1
 		n, elapsed := flood(t, redislimit.TokenBucket(rate, time.Second, 1), time.Second)
 		most := 1 + int64(elapsed.Seconds()*rate) + 1
-		if n > most || n < most*7/10 {
-			t.Errorf("%d admitted in %v, want at most %d and close to it", n, elapsed, most)
+		// A loaded machine stalls the flood now and then; a deny cache
+		// that held denials past their RetryAfter would admit far fewer.
+		if n > most || n < most/2 {
+			t.Errorf("%d admitted in %v, want at most %d and at least half of it", n, elapsed, most)
 		}
 	})
 }
