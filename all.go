@@ -198,6 +198,19 @@ func (s *allState) Decide(now int64, n int, consume bool) Result {
 	return merge(rs)
 }
 
+// adjust implements adjuster: every part, or none when one part cannot.
+func (s *allState) adjust(now, n int64) bool {
+	for _, p := range s.parts {
+		if _, ok := p.(adjuster); !ok {
+			return false
+		}
+	}
+	for _, p := range s.parts {
+		p.(adjuster).adjust(now, n)
+	}
+	return true
+}
+
 // carry implements carrier: part by part, by position, as the parts'
 // keys are named; a part of another kind starts afresh.
 func (s *allState) carry(from LocalState, now int64) {

@@ -368,6 +368,126 @@ func (l *Limiter) Peek(ctx context.Context, key string) (Result, error) {
 	return o.res, o.err
 }
 
+// MaxDebit is the largest n that [Limiter.Debit] and [Limiter.Refund]
+// take: 2^50 units.
+const MaxDebit = maxUnits
+
+// Debit charges n units on key for work already done, whether or not the
+// limit allows them: a call whose cost is known only after it ran (an LLM
+// call charged by its tokens). Past the limit, the key owes the rest and
+// denies until it has recovered: a token bucket refills the debt at its
+// rate; a window's count stays above its limit until the window ends.
+// The debt is bounded so that nothing overflows: a window's count (of
+// [FixedWindow], [SlidingWindow], [CalendarQuota]) stops at its limit plus
+// [MaxDebit]; a token bucket owes at most what it refills in
+// [MaxWindow]; a [SlidingLog] records at most limit entries per Debit and
+// keeps its 2×limit newest, which changes no decision (only the newest
+// limit entries decide when the key recovers) but bounds what a later
+// Refund can give back. On an [All] limiter, every part is charged.
+//
+// The Result is the key's state after the charge, as [Limiter.Peek]
+// would return it. n must be from 1 to MaxDebit, or Debit returns an
+// error wrapping [ErrInvalidCost] and sends nothing. The change is one
+// script call, atomic across the parts of an All; it follows the failure
+// policy ([FailOpen] and [FailClosed] answer as for a decision and the
+// charge is lost; [FailLocal] charges the in-process state). Debit is not
+// reported to the [Observer], which counts decisions, and drops the deny
+// cache's answer for key. An algorithm defined outside the package takes
+// part when its body follows the contract on [Algorithm.Body].
+func (l *Limiter) Debit(ctx context.Context, key string, n int) (Result, error) {
+	return l.adjust(ctx, key, n, luascript.Debit)
+}
+
+// Refund gives n units back to key: the unused part of an estimate that
+// [Limiter.AllowN] reserved. The key never holds more than its capacity:
+// a window's count stops at 0; a token bucket's at full; a [SlidingLog]
+// removes its newest n entries, a [SlidingWindow] takes n from the
+// current window's count, then from the previous one's. On an [All]
+// limiter, every part is refunded.
+//
+// The Result, the errors, atomicity and the failure policy are as for
+// [Limiter.Debit].
+func (l *Limiter) Refund(ctx context.Context, key string, n int) (Result, error) {
+	return l.adjust(ctx, key, n, luascript.Refund)
+}
+
+// adjust runs Debit (mode luascript.Debit) or Refund of n units on key.
+func (l *Limiter) adjust(ctx context.Context, key string, n int, mode string) (Result, error) {
+	if err := l.built(); err != nil {
+		return Result{}, err
+	}
+	if err := checkKey(key); err != nil {
+		return Result{}, err
+	}
+	if n < 1 || n > MaxDebit {
+		return Result{}, l.wrap(fmt.Errorf("%w: %d units to %s, want 1 to %d", ErrInvalidCost, n, modeVerb(mode), MaxDebit))
+	}
+	if err := ctx.Err(); err != nil {
+		return Result{}, l.wrap(err)
+	}
+	delta := int64(n)
+	if mode == luascript.Refund {
+		delta = -delta
+	}
+	if l.client == nil {
+		return l.adjustLocal(key, delta, false)
+	}
+	if l.denials != nil {
+		// As for Reset: a denial in flight must not outlive the change.
+		l.denials.beginReset(key)
+		defer l.denials.endReset()
+	}
+	reply, err := l.sender.call(ctx, l.prepareMode(key, n, mode, l.sendTime()))
+	if err == nil {
+		var r Result
+		if r, err = l.parse(reply); err == nil {
+			return r, nil
+		}
+	}
+	ended, err := l.failed(ctx, err, true)
+	if ended {
+		return Result{}, err
+	}
+	switch l.policy {
+	case FailOpen, FailClosed:
+		return l.degraded(l.policy == FailOpen), nil
+	case FailLocal:
+		return l.adjustLocal(key, delta, true)
+	}
+	return Result{}, err
+}
+
+func modeVerb(mode string) string {
+	if mode == luascript.Refund {
+		return "refund"
+	}
+	return "debit"
+}
+
+// adjustLocal debits (delta > 0) or refunds key's in-process state, and
+// returns the state after, as Peek would.
+func (l *Limiter) adjustLocal(key string, delta int64, degraded bool) (Result, error) {
+	t := time.Now()
+	if l.now != nil {
+		t = l.now()
+	}
+	r, ok := l.local.adjust(key, l.localAlg, l.params, l.instances, t.UnixMicro(), delta)
+	if !ok {
+		verb := "debit"
+		if delta < 0 {
+			verb = "refund"
+		}
+		return Result{}, l.wrap(fmt.Errorf("%w: %s cannot %s in process memory (its LocalState has no adjust method)", ErrInvalidConfig, l.title, verb))
+	}
+	r.Limit, r.Degraded = l.localLimit, degraded
+	if degraded {
+		for i := range r.Parts {
+			r.Parts[i].Degraded = true
+		}
+	}
+	return r, nil
+}
+
 // Reset deletes key's state, giving it full capacity again. Resetting a key
 // with no state is not an error.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
@@ -444,14 +564,20 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (
 // prepare returns the request for one decision on key at now (µs, used
 // with [WithClock]).
 func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
+	if consume {
+		return l.prepareMode(key, n, luascript.Consume, now)
+	}
+	return l.prepareMode(key, n, luascript.Peek, now)
+}
+
+// prepareMode returns the request to run l's script on key at now in
+// mode, one of luascript's modes.
+func (l *Limiter) prepareMode(key string, n int, mode string, now int64) request {
 	r := l.request(l.prog, key, 3+len(l.args))
 	// Constant strings held in an any allocate nothing.
-	var t, mode any = "", "0"
+	var t any = ""
 	if l.now != nil {
 		t = now
-	}
-	if consume {
-		mode = "1"
 	}
 	r.line = append(append(r.line, t, n, mode), l.args...)
 	return r
@@ -494,13 +620,7 @@ type sendStamp struct {
 func (l *Limiter) finish(ctx context.Context, key string, n int, consume bool, at sendStamp, reply any, err error, notify bool) outcome {
 	if err == nil {
 		var r Result
-		if l.parts == nil {
-			r, err = parseReply(reply)
-			r.Limit = l.limit
-		} else {
-			r, err = parseParts(reply, l.parts)
-		}
-		if err == nil {
+		if r, err = l.parse(reply); err == nil {
 			if l.denials != nil {
 				l.denials.record(key, l.params, n, at.now, at.epoch, r)
 			}
@@ -518,6 +638,16 @@ func (l *Limiter) finish(ctx context.Context, key string, n int, consume bool, a
 		return outcome{res: l.decideLocal(key, n, consume, true), covered: err, src: fromRedis}
 	}
 	return outcome{err: err, src: fromRedis}
+}
+
+// parse returns the Result of a script's reply.
+func (l *Limiter) parse(reply any) (Result, error) {
+	if l.parts != nil {
+		return parseParts(reply, l.parts)
+	}
+	r, err := parseReply(reply)
+	r.Limit = l.limit
+	return r, err
 }
 
 // degraded returns the decision of FailOpen (open) or FailClosed: admitted

@@ -60,6 +60,19 @@ type carrier interface {
 	carry(from LocalState, now int64)
 }
 
+// An adjuster is a [LocalState] that [Limiter.Debit] and [Limiter.Refund]
+// can change in process memory.
+type adjuster interface {
+	LocalState
+	// adjust charges n units at now (µs since the Unix epoch) when n > 0,
+	// past the capacity if need be, within the algorithm's bound on debt
+	// (see Debit); when n < 0 it gives -n units back, never beyond
+	// empty usage. It does what the algorithm's body does to its key
+	// in the modes Debit and Refund, and reports false, changing
+	// nothing, when it cannot (a part of an All that is no adjuster).
+	adjust(now, n int64) bool
+}
+
 // NewLocal returns a Limiter that runs alg in this process's memory, with
 // no Redis: for single-process services, for tests, and as a building
 // block. Its [Result] values mean what they mean with Redis, Degraded is
@@ -202,9 +215,32 @@ func newLocalStore() *localStore {
 }
 
 // decide runs one decision on key's state at now (µs) with alg, whose
-// parameters are params, divided among instances. A state made under
-// other parameters hands its usage to a fresh one when that is a carrier.
+// parameters are params, divided among instances.
 func (s *localStore) decide(key string, alg LocalAlgorithm, params any, instances int, now int64, n int, consume bool) Result {
+	r, _ := s.update(key, alg, params, instances, now, func(st LocalState) (Result, bool) {
+		return st.Decide(now, n, consume), true
+	})
+	return r
+}
+
+// adjust debits (delta > 0) or refunds (delta < 0) key's state at now
+// (µs), and returns what Decide(now, 1, false) returns after; false when
+// the state is not an adjuster.
+func (s *localStore) adjust(key string, alg LocalAlgorithm, params any, instances int, now, delta int64) (Result, bool) {
+	return s.update(key, alg, params, instances, now, func(st LocalState) (Result, bool) {
+		a, ok := st.(adjuster)
+		if !ok || !a.adjust(now, delta) {
+			return Result{}, false
+		}
+		return st.Decide(now, 1, false), true
+	})
+}
+
+// update runs f on key's state at now (µs) with alg, whose parameters are
+// params, divided among instances, and keeps the state unless it has
+// expired. A state made under other parameters hands its usage to a
+// fresh one when that is a carrier.
+func (s *localStore) update(key string, alg LocalAlgorithm, params any, instances int, now int64, f func(LocalState) (Result, bool)) (Result, bool) {
 	sh := s.shard(key)
 	defer sh.mu.Unlock()
 	e, stored := sh.m[key]
@@ -218,8 +254,9 @@ func (s *localStore) decide(key string, alg LocalAlgorithm, params any, instance
 		}
 		e = localEntry{st, params}
 	}
-	r := e.st.Decide(now, n, consume)
+	r, ok := f(e.st)
 	switch {
+	case !ok:
 	case e.st.ExpiresAt() <= now:
 		if stored {
 			delete(sh.m, key)
@@ -227,5 +264,5 @@ func (s *localStore) decide(key string, alg LocalAlgorithm, params any, instance
 	default:
 		sh.put(key, e, now, s.shardMax)
 	}
-	return r
+	return r, ok
 }

@@ -23,19 +23,39 @@ else
   now = tonumber(now)
 end
 local n = ARGV[2] + 0
-local consume = ARGV[3] == '1'
+local mode = ARGV[3]
+local consume = mode == '1'
 -- ttl_margin is how many ms past the moment its state stops mattering a
 -- key must live: Redis can count a relative TTL set in a script from the
 -- script's start, in whole ms, so a key would otherwise expire while its
 -- state still counts.
 local ttl_margin = `
 
+// Modes of ARGV[3].
+const (
+	// Peek decides without consuming.
+	Peek = "0"
+	// Consume decides and, when every part allows, consumes the cost.
+	Consume = "1"
+	// Debit consumes the cost from every part, allowed or not, then
+	// replies as Peek would.
+	Debit = "d"
+	// Refund gives the cost back to every part, then replies as Peek
+	// would.
+	Refund = "r"
+)
+
 // Assemble returns the source of the script that runs bodies, one per
 // part (KEYS[i] for body i), where argc[i] is how many arguments body i
 // takes. The script reads ARGV[1] (now in µs, or "" for Redis TIME),
-// ARGV[2] (the cost) and ARGV[3] ("1" to consume), and the parts'
-// arguments follow each other from ARGV[4]. It replies with four integers
-// per part, in order. Each distinct body is defined once, in a block of
+// ARGV[2] (the cost) and ARGV[3] (the mode: [Peek], [Consume], [Debit] or
+// [Refund]), and the parts' arguments follow each other from ARGV[4]. It
+// replies with four integers per part, in order.
+//
+// In the modes Debit and Refund every part decides with the cost and
+// writes with consume set, whatever it decided, and the cost as it is
+// (Debit) or negated (Refund); then every part decides again with a cost
+// of 1 and writes without consuming, which gives the reply. Each distinct body is defined once, in a block of
 // its own, and the parts run as plain calls to decide and write: a
 // decision makes no closure but the bodies' own functions. The bodies
 // read margin, in whole ms, as ttl_margin.
@@ -56,18 +76,31 @@ func Assemble(bodies []string, argc []int, margin time.Duration) string {
 	}
 	at := 4
 	var allowed, reply []string
+	argNames := make([][]string, len(bodies))
 	for p := range bodies {
 		k := p + 1
 		args := make([]string, argc[p])
 		for i := range args {
 			args[i] = fmt.Sprintf("ARGV[%d]", at+i)
 		}
+		argNames[p] = args
 		at += argc[p]
 		fmt.Fprintf(&b, "local a%d, w%d, %s = decide%d(%s)\n", k, k, state(k), order[p],
 			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, args...), ", "))
 		allowed = append(allowed, fmt.Sprintf("a%d", k))
 		reply = append(reply, fmt.Sprintf("a%d and 1 or 0, r%d, t%d, e%d", k, k, k, k))
 	}
+	b.WriteString("if mode == 'd' or mode == 'r' then\n  local c = n\n  if mode == 'r' then c = -n end\n")
+	for p := range bodies {
+		k := p + 1
+		fmt.Fprintf(&b, "  w%d(true, KEYS[%d], now, c, %s)\n", k, k, state(k))
+	}
+	for p := range bodies {
+		k := p + 1
+		fmt.Fprintf(&b, "  a%d, w%d, %s = decide%d(%s)\n", k, k, state(k), order[p],
+			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "1"}, argNames[p]...), ", "))
+	}
+	b.WriteString("end\n")
 	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))
 	for p := range bodies {
 		k := p + 1
