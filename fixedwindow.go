@@ -87,6 +87,18 @@ func (s *fixedWindowState) Decide(now int64, n int, consume bool) Result {
 	return r
 }
 
+// adjust implements adjuster, as the script's write does with a debit or
+// a refund.
+func (s *fixedWindowState) adjust(now, n int64) bool {
+	if s.end <= now || s.count == 0 {
+		s.end, s.count = now+s.window, 0
+	} else if s.end > now+s.window {
+		s.end = now + s.window
+	}
+	s.count = min(max(s.count+n, 0), s.limit+maxUnits)
+	return true
+}
+
 // carry implements carrier: the count of a window still open, which
 // keeps its start, as the script reads a key written with another window.
 func (s *fixedWindowState) carry(from LocalState, now int64) {

@@ -104,19 +104,7 @@ var _ carrier = (*slidingWindowState)(nil)
 
 func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 	w, c := s.window, int64(n)
-	if now < s.start {
-		s.start = now // the clock went back
-	} else if d := now - s.start; d >= w {
-		if d < 2*w {
-			s.prev = s.cur
-		} else {
-			s.prev = 0
-		}
-		s.start, s.cur = s.start+w, 0
-	}
-	if s.cur == 0 && s.prev == 0 {
-		s.start = now
-	}
+	s.advance(now)
 	elapsed := now - s.start
 	est := s.cur + weigh(s.prev, w, elapsed)
 	allowed := est+c <= s.limit
@@ -137,6 +125,38 @@ func (s *slidingWindowState) Decide(now int64, n int, consume bool) Result {
 		}
 	}
 	return r
+}
+
+// advance moves the state's grid to now, as the script's decide does.
+func (s *slidingWindowState) advance(now int64) {
+	w := s.window
+	if now < s.start {
+		s.start = now // the clock went back
+	} else if d := now - s.start; d >= w {
+		if d < 2*w {
+			s.prev = s.cur
+		} else {
+			s.prev = 0
+		}
+		s.start, s.cur = s.start+w, 0
+	}
+	if s.cur == 0 && s.prev == 0 {
+		s.start = now
+	}
+}
+
+// adjust implements adjuster, as the script's write does with a debit or
+// a refund: a debit adds to the current window's count; a refund takes
+// from it, then from the previous window's.
+func (s *slidingWindowState) adjust(now, n int64) bool {
+	s.advance(now)
+	if n > 0 {
+		s.cur = min(s.cur+n, s.limit+maxUnits)
+		return true
+	}
+	k := min(s.cur, -n)
+	s.cur, s.prev = s.cur-k, max(s.prev+n+k, 0)
+	return true
 }
 
 // carry implements carrier: from's counts, on a grid of this state's

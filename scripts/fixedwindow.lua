@@ -31,18 +31,30 @@
 -- string made with string.format('%d'), because Redis would convert it
 -- with a slow '%.17g'.
 --
+-- Debit and Refund (write with n past what decide allowed, or negative):
+-- the count grows past the limit, up to limit + max_debt (2^50), and the
+-- key denies until its window ends; a refund lowers it, never below 0,
+-- and a count of 0 deletes the key.
+--
 -- Time going backwards: a stored end past now + window is moved back to it
 -- and written, so no count is forgotten, nothing refills, and the window
 -- ends no later than a full window from now.
 
+local max_debt = 1125899906842624
+
 local function write(consume, key, now, n, allowed, limit, window, wend, count, dirty, v)
   if consume then
     count = count + n
+    if count < 0 then
+      count = 0
+    elseif count > limit + max_debt then
+      count = limit + max_debt
+    end
     dirty = true
   end
   local left = wend - now
   if dirty then
-    if count > 0 or v then
+    if count > 0 then
       redis.call('SET', key, string.format('%d %d %d', wend, count, window), 'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
     else
       redis.call('DEL', key)

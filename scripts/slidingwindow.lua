@@ -59,6 +59,12 @@
 -- string made with string.format('%d'), because Redis would convert it
 -- with a slow '%.17g'.
 --
+-- Debit and Refund (write with n past what decide allowed, or negative):
+-- a debit adds to the current window's count, up to limit + max_debt
+-- (2^50), and the key denies until the estimate is back under the limit;
+-- a refund takes from the current window's count, then from the
+-- previous one's, never below 0.
+--
 -- Time going backwards: a start past now is moved back to now, keeping
 -- both counts, and written: nothing refills (prev weighs in fully again),
 -- and no duration exceeds two windows.
@@ -95,9 +101,22 @@ local function regrid(now, window, start, cur, prev, w0)
   return start, cur, prev
 end
 
+local max_debt = 1125899906842624
+
 local function write(consume, key, now, n, allowed, limit, window, start, cur, prev, elapsed, est, dirty, v)
   if consume then
-    cur, est, dirty = cur + n, est + n, true
+    if n > 0 then
+      local c = cur + n
+      if c > limit + max_debt then c = limit + max_debt end
+      est = est + (c - cur)
+      cur = c
+    else
+      local k = math.min(cur, -n)
+      prev = math.max(prev + n + k, 0)
+      cur = cur - k
+      est = cur + math.ceil(prev * ((window - elapsed) / window))
+    end
+    dirty = true
   end
   local left = 0
   if cur > 0 then

@@ -58,6 +58,9 @@ type Row struct {
 
 	// Steps are the algorithm's step tests.
 	Steps []StepTest
+	// Charges are step tests of [redislimit.Limiter.Debit] and
+	// [redislimit.Limiter.Refund] among decisions.
+	Charges []OpTest
 	// Random holds configurations for comparing the in-process limiter
 	// with the scripts over random calls: capacities of a few units and
 	// periods of a few whole seconds, so that calls on a one-second grid
@@ -79,6 +82,40 @@ type Step struct {
 	N       int
 	Peek    bool
 	Want    redislimit.Result
+}
+
+// Op is what an [OpStep] calls.
+type Op uint8
+
+// Ops.
+const (
+	OpAllow  Op = iota // AllowN(ctx, key, N)
+	OpPeek             // Peek(ctx, key); N is unused
+	OpDebit            // Debit(ctx, key, N)
+	OpRefund           // Refund(ctx, key, N)
+)
+
+// String returns the method's name.
+func (o Op) String() string {
+	return [...]string{"AllowN", "Peek", "Debit", "Refund"}[o]
+}
+
+// OpStep is one call in an [OpTest]: move the clock by Advance, then make
+// the call Op with N and expect Want, every field of it.
+type OpStep struct {
+	Advance time.Duration
+	Op      Op
+	N       int
+	Want    redislimit.Result
+}
+
+// OpTest is a sequence of calls on one key of a fresh limiter on Alg, with
+// a fake clock that starts at [Epoch].
+type OpTest struct {
+	// Name tells the test apart from the row's others; "" for the first.
+	Name  string
+	Alg   redislimit.Algorithm
+	Steps []OpStep
 }
 
 // StepTest is a sequence of calls on one key of a fresh limiter on Alg,

@@ -38,6 +38,20 @@ var FixedWindow = Row{
 		{us, 1, false, Allowed(3, 2, 10*s)}, // a new window opens
 		{15 * s, 0, true, Allowed(3, 3, 0)},
 	}}},
+	// Debt keeps the window denied until it ends; a refund to nothing
+	// deletes the window, and the next call opens another.
+	Charges: []OpTest{{Alg: redislimit.FixedWindow(3, 10*s), Steps: []OpStep{
+		{0, OpDebit, 2, Allowed(3, 1, 10*s)},
+		{1 * s, OpDebit, 5, Denied(3, 0, 9*s, 9*s)},
+		{1 * s, OpAllow, 1, Denied(3, 0, 8*s, 8*s)},
+		{0, OpRefund, 3, Denied(3, 0, 8*s, 8*s)}, // 4 of 3 still owed
+		{0, OpRefund, 2, Allowed(3, 1, 8*s)},
+		{0, OpAllow, 1, Allowed(3, 0, 8*s)},
+		{0, OpRefund, 10, Allowed(3, 3, 0)}, // never above capacity
+		{1 * s, OpAllow, 1, Allowed(3, 2, 10*s)},
+		{0, OpDebit, 100, Denied(3, 0, 10*s, 10*s)},
+		{10 * s, OpPeek, 0, Allowed(3, 3, 0)},
+	}}},
 	Random: []redislimit.Algorithm{redislimit.FixedWindow(7, 10*s)},
 }
 
@@ -108,6 +122,18 @@ var SlidingWindow = Row{
 		{-8 * s, 0, true, Denied(3, 0, 10*s, 20*s)},
 		{10 * s, 0, true, Allowed(3, 1, 10*s)}, // the 2 are the previous window now
 		{10 * s, 0, true, Allowed(3, 3, 0)},
+	}}},
+	// A debit weighs in as units do; a refund takes from the current
+	// window's count, then from the previous one's.
+	Charges: []OpTest{{Alg: redislimit.SlidingWindow(3, 10*s), Steps: []OpStep{
+		{0, OpDebit, 2, Allowed(3, 1, 20*s)},
+		// 6 in this window: a unit fits in the next once 6×(1-e/10s)
+		// rounds up to 2, at e = 6666667µs.
+		{5 * s, OpDebit, 4, Denied(3, 0, 11666667*us, 15*s)},
+		{0, OpRefund, 5, Allowed(3, 2, 15*s)},
+		// +10s: the next window; the refund takes the previous one's unit.
+		{5 * s, OpRefund, 1, Allowed(3, 3, 0)},
+		{0, OpAllow, 1, Allowed(3, 2, 20*s)},
 	}}},
 	Random: []redislimit.Algorithm{redislimit.SlidingWindow(7, 10*s), redislimit.SlidingWindow(5, 3*s)},
 }
@@ -231,6 +257,13 @@ var All = Row{
 		{6 * s, 2, false, Whole(Allowed(2, 0, 4*s), Allowed(3, 1, 10*s))},
 		{0, 2, false, Whole(Denied(2, 0, 4*s, 4*s), Denied(3, 1, 10*s, 10*s))},
 		{20 * s, 0, true, Whole(Allowed(2, 2, 0), Allowed(3, 3, 0))},
+	}}},
+	// Every part is charged and refunded, whichever denies.
+	Charges: []OpTest{{Alg: redislimit.All(redislimit.TokenBucket(1, 2*s, 2), redislimit.FixedWindow(3, 10*s)), Steps: []OpStep{
+		{0, OpDebit, 3, Whole(Denied(2, 0, 4*s, 6*s), Denied(3, 0, 10*s, 10*s))},
+		{4 * s, OpAllow, 1, Whole(Allowed(2, 1, 2*s), Denied(3, 0, 6*s, 6*s))},
+		{0, OpRefund, 2, Whole(Allowed(2, 2, 0), Allowed(3, 2, 6*s))},
+		{0, OpAllow, 2, Whole(Allowed(2, 0, 4*s), Allowed(3, 0, 6*s))},
 	}}},
 	Random: []redislimit.Algorithm{redislimit.All(redislimit.SlidingWindow(6, 5*s), redislimit.TokenBucket(1, s, 4), redislimit.SlidingLog(9, 20*s))},
 }

@@ -95,10 +95,11 @@ func Assemble(bodies []string, argc []int, margin time.Duration) string {
 		k := p + 1
 		fmt.Fprintf(&b, "  w%d(true, KEYS[%d], now, c, %s)\n", k, k, state(k))
 	}
+	b.WriteString("  n = 1\n")
 	for p := range bodies {
 		k := p + 1
 		fmt.Fprintf(&b, "  a%d, w%d, %s = decide%d(%s)\n", k, k, state(k), order[p],
-			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "1"}, argNames[p]...), ", "))
+			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, argNames[p]...), ", "))
 	}
 	b.WriteString("end\n")
 	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))

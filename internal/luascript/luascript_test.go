@@ -32,3 +32,26 @@ func TestAssemble(t *testing.T) {
 		t.Errorf("assembled script does not set ttl_margin to 1.5s in ms:\n%s", src)
 	}
 }
+
+// In the modes Debit and Refund every part writes with consume set and
+// the signed cost, then decides again with a cost of 1, which the final
+// writes see too.
+func TestAssembleCharges(t *testing.T) {
+	a := "local function decide(key, now, n, x) return true, nil end -- A"
+	src := Assemble([]string{a, a}, []int{1, 1}, time.Second)
+	for _, want := range []string{
+		"if mode == 'd' or mode == 'r' then",
+		"if mode == 'r' then c = -n end",
+		"w1(true, KEYS[1], now, c, ",
+		"w2(true, KEYS[2], now, c, ",
+		"  n = 1\n",
+		"a2, w2, s2_1, s2_2, s2_3, s2_4, s2_5, s2_6, s2_7, s2_8, s2_9, s2_10 = decide1(KEYS[2], now, n, ARGV[5])",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("assembled script lacks %q:\n%s", want, src)
+		}
+	}
+	if i, j := strings.Index(src, "  n = 1\n"), strings.Index(src, "local ok ="); i < 0 || j < i {
+		t.Errorf("the cost is not reset before the final writes:\n%s", src)
+	}
+}

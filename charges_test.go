@@ -1,0 +1,154 @@
+package redislimit_test
+
+import (
+	"context"
+	"errors"
+	"math"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/redislimit/redislimit"
+	"github.com/redislimit/redislimit/internal/algtest"
+	"github.com/redislimit/redislimit/internal/clock"
+	"github.com/redislimit/redislimit/internal/redistest"
+)
+
+// Debit and Refund among decisions: every Result field at each step, for
+// every algorithm's charge tables, on every backend, with a fake clock.
+func TestCharges(t *testing.T) {
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		for _, row := range algtest.Rows {
+			for _, st := range row.Charges {
+				t.Run(row.Name+st.Name, func(t *testing.T) {
+					b.skipUnlessRuns(t, row)
+					clk := clock.NewFake(epoch)
+					lim, _ := b.newLimiter(t, st.Alg, clk)
+					runOps(t, lim, clk, "user", st.Steps)
+				})
+			}
+		}
+	})
+}
+
+// Every row has charge tables, so that a new algorithm says what Debit
+// and Refund do.
+func TestChargesCoverEveryRow(t *testing.T) {
+	for _, row := range algtest.Rows {
+		if len(row.Charges) == 0 {
+			t.Errorf("%s has no Charges", row.Name)
+		}
+	}
+}
+
+// runOps runs steps on key of lim, advancing clk.
+func runOps(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake, key string, steps []algtest.OpStep) {
+	t.Helper()
+	ctx := context.Background()
+	var elapsed time.Duration
+	for i, s := range steps {
+		clk.Advance(s.Advance)
+		elapsed += s.Advance
+		var got redislimit.Result
+		var err error
+		switch s.Op {
+		case algtest.OpAllow:
+			got, err = lim.AllowN(ctx, key, s.N)
+		case algtest.OpPeek:
+			got, err = lim.Peek(ctx, key)
+		case algtest.OpDebit:
+			got, err = lim.Debit(ctx, key, s.N)
+		case algtest.OpRefund:
+			got, err = lim.Refund(ctx, key, s.N)
+		}
+		if err != nil {
+			t.Fatalf("step %d: %v(ctx, %q, %d) at +%v: %v", i, s.Op, key, s.N, elapsed, err)
+		}
+		if diff := cmp.Diff(s.Want, got); diff != "" {
+			t.Errorf("step %d: %v(ctx, %q, %d) at +%v = %+v, want %+v (-want +got)\n%s", i, s.Op, key, s.N, elapsed, got, s.Want, diff)
+		}
+	}
+}
+
+// Bad input is refused with ErrInvalidCost or the key's error, and sends
+// nothing to Redis.
+func TestChargesBadInput(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim, c := newLimiter(t, b, redislimit.FixedWindow(5, time.Minute), clock.NewFake(epoch))
+		for _, charge := range []struct {
+			name string
+			f    func(context.Context, string, int) (redislimit.Result, error)
+		}{{"Debit", lim.Debit}, {"Refund", lim.Refund}} {
+			for _, tc := range []struct {
+				key  string
+				n    int
+				want error
+			}{
+				{"u", 0, redislimit.ErrInvalidCost},
+				{"u", -1, redislimit.ErrInvalidCost},
+				{"u", redislimit.MaxDebit + 1, redislimit.ErrInvalidCost},
+				{"u", math.MaxInt, redislimit.ErrInvalidCost},
+				{"", 1, redislimit.ErrEmptyKey},
+			} {
+				if _, err := charge.f(ctx, tc.key, tc.n); !errors.Is(err, tc.want) {
+					t.Errorf("%s(%q, %d) = %v, want %v", charge.name, tc.key, tc.n, err, tc.want)
+				}
+			}
+		}
+		if n, err := c.DBSize(ctx).Result(); err != nil || n != 0 {
+			t.Errorf("after bad input Redis holds %d keys (%v), want none", n, err)
+		}
+		var zero redislimit.Limiter
+		if _, err := zero.Debit(ctx, "u", 1); !errors.Is(err, redislimit.ErrInvalidConfig) {
+			t.Errorf("zero Limiter's Debit = %v, want ErrInvalidConfig", err)
+		}
+		done, cancel := context.WithCancel(ctx)
+		cancel()
+		if _, err := lim.Refund(done, "u", 1); !errors.Is(err, context.Canceled) {
+			t.Errorf("Refund with an ended context = %v, want context.Canceled", err)
+		}
+	})
+}
+
+// Debits past a very large limit stop at the bound: nothing overflows, the
+// durations stay within MaxWindow, and the key keeps a TTL.
+func TestDebitBound(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		for _, row := range algtest.Rows {
+			t.Run(row.Name, func(t *testing.T) {
+				lim, c := newLimiter(t, b, row.Large, clock.NewFake(epoch))
+				for range 3 {
+					r, err := lim.Debit(ctx, "u", redislimit.MaxDebit)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if r.Allowed || r.Remaining != 0 || r.RetryAfter <= 0 || r.RetryAfter > redislimit.MaxWindow || r.ResetAfter > redislimit.MaxWindow {
+						t.Fatalf("Debit(MaxDebit) on %s = %+v, want a denial within MaxWindow", row.Name, r)
+					}
+				}
+				keys, err := c.Keys(ctx, "*").Result()
+				if err != nil || len(keys) == 0 {
+					t.Fatalf("keys after Debit: %v, %v", keys, err)
+				}
+				for _, k := range keys {
+					if ttl, err := c.PTTL(ctx, k).Result(); err != nil || ttl <= 0 {
+						t.Errorf("key %q has TTL %v (%v), want one", k, ttl, err)
+					}
+				}
+				// Refunds give everything back, and never more.
+				for range 4 {
+					if _, err := lim.Refund(ctx, "u", redislimit.MaxDebit); err != nil {
+						t.Fatal(err)
+					}
+				}
+				r, err := lim.Peek(ctx, "u")
+				if err != nil || !r.Allowed || r.Remaining != row.Large.Limit() {
+					t.Errorf("Peek after refunds = %+v, %v; want full capacity %d", r, err, row.Large.Limit())
+				}
+			})
+		}
+	})
+}
