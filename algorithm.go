@@ -72,8 +72,9 @@ type Algorithm interface {
 	// that defines two local functions, decide and write.
 	//
 	//	local function write(consume, key, now, n, ...)
-	//	  -- consume: true to consume n (only ever when decide allowed
-	//	  -- the call, and within All when every part allowed it);
+	//	  -- consume: true to consume n: when decide allowed the call
+	//	  -- (within All, when every part allowed it), and for
+	//	  -- Limiter.Debit and Limiter.Refund whatever decide said;
 	//	  -- otherwise write only repairs (state the clock left in the
 	//	  -- future, a missing TTL). ...: the values decide returned
 	//	  -- after write. Give every write a TTL, in ms:
@@ -85,11 +86,19 @@ type Algorithm interface {
 	//	local function decide(key, now, n, ...)
 	//	  -- key: the Redis key; now: µs since the Unix epoch (a
 	//	  -- number); n: the cost, from 1 to Limit() (in All, to the
-	//	  -- smallest part's Limit); ...: the values Args returned, as
+	//	  -- smallest part's Limit; for Debit and Refund, see below);
+	//	  -- ...: the values Args returned, as
 	//	  -- strings. Read key's state and decide; write nothing.
 	//	  local allowed = ... -- a boolean, never 0 or 1
 	//	  return allowed, write, ... -- and up to 10 values for write
 	//	end
+	//
+	// For [Limiter.Debit] decide gets the debited n, which may exceed
+	// Limit() (up to [MaxDebit]), and write consumes it even when decide
+	// denied: usage past the limit is a debt, kept below a bound that
+	// overflows nothing. For [Limiter.Refund] write gets n negated:
+	// give back -n units, never beyond empty usage. Both then decide
+	// again with n = 1 and write without consuming, for the reply.
 	//
 	// The three numbers write returns are integers, none negative:
 	// retry_after 0 exactly when allowed, durations at most [MaxWindow],

@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"math"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redislimit/redislimit"
 	"github.com/redislimit/redislimit/internal/algtest"
@@ -149,6 +151,86 @@ func TestDebitBound(t *testing.T) {
 					t.Errorf("Peek after refunds = %+v, %v; want full capacity %d", r, err, row.Large.Limit())
 				}
 			})
+		}
+	})
+}
+
+// Debit and Refund follow the failure policy when Redis is down: the
+// error, the policy's answer, or the in-process state charged; OnError
+// hears of each failure, and the Observer of none (it counts decisions).
+func TestChargesFailurePolicy(t *testing.T) {
+	ctx := context.Background()
+	down := redistest.NewClient(t, closedAddr(t), func(o *redis.Options) { o.MaxRetries, o.DialerRetries = -1, 1 })
+	degraded := func(allowed bool, remaining int, retry, reset time.Duration) redislimit.Result {
+		return redislimit.Result{Allowed: allowed, Limit: 10, Remaining: remaining, RetryAfter: retry, ResetAfter: reset, Degraded: true}
+	}
+	for _, tc := range []struct {
+		policy        redislimit.FailurePolicy
+		debit, refund redislimit.Result
+	}{
+		{redislimit.FailOpen, degraded(true, 10, 0, 0), degraded(true, 10, 0, 0)},
+		{redislimit.FailClosed, degraded(false, 0, redislimit.BreakerCooldown, redislimit.BreakerCooldown), degraded(false, 0, redislimit.BreakerCooldown, redislimit.BreakerCooldown)},
+		// In process: a debit of 12 against 10 denies; a refund of 5
+		// leaves 7 used.
+		{redislimit.FailLocal, degraded(false, 0, time.Minute, time.Minute), degraded(true, 3, 0, time.Minute)},
+	} {
+		t.Run(tc.policy.String(), func(t *testing.T) {
+			var errs, observed atomic.Int64
+			lim, err := redislimit.New(down, redislimit.FixedWindow(10, time.Minute),
+				redislimit.WithFailurePolicy(tc.policy), redislimit.WithClock(clock.NewFake(epoch).Now),
+				redislimit.WithOnError(func(context.Context, error) { errs.Add(1) }),
+				redislimit.WithObserver(func(context.Context, redislimit.Observation) { observed.Add(1) }))
+			if err != nil {
+				t.Fatal(err)
+			}
+			r, err := lim.Debit(ctx, "u", 12)
+			if err != nil || !cmp.Equal(r, tc.debit) {
+				t.Errorf("Debit(12) = %+v, %v; want %+v", r, err, tc.debit)
+			}
+			r, err = lim.Refund(ctx, "u", 5)
+			if err != nil || !cmp.Equal(r, tc.refund) {
+				t.Errorf("Refund(5) = %+v, %v; want %+v", r, err, tc.refund)
+			}
+			if errs.Load() != 2 || observed.Load() != 0 {
+				t.Errorf("OnError called %d times, Observer %d; want 2 and 0", errs.Load(), observed.Load())
+			}
+		})
+	}
+	lim, err := redislimit.New(down, redislimit.FixedWindow(10, time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := lim.Debit(ctx, "u", 1); err == nil {
+		t.Error("Debit with FailError and Redis down returned no error")
+	}
+}
+
+// A refund drops the deny cache's answer for the key: the next call goes
+// to Redis, which now admits it.
+func TestRefundClearsDenyCache(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		lim, _ := newLimiter(t, b, redislimit.FixedWindow(2, time.Minute), clock.NewFake(epoch), redislimit.WithDenyCache(100))
+		for range 2 {
+			if r, err := lim.Allow(ctx, "u"); err != nil || !r.Allowed {
+				t.Fatalf("Allow = %+v, %v", r, err)
+			}
+		}
+		if r, err := lim.Allow(ctx, "u"); err != nil || r.Allowed {
+			t.Fatalf("third Allow = %+v, %v; want a denial", r, err)
+		}
+		if r, err := lim.Refund(ctx, "u", 1); err != nil || !r.Allowed || r.Remaining != 1 {
+			t.Fatalf("Refund(1) = %+v, %v; want 1 remaining", r, err)
+		}
+		if r, err := lim.Allow(ctx, "u"); err != nil || !r.Allowed {
+			t.Errorf("Allow after the refund = %+v, %v; want it admitted, not the cached denial", r, err)
+		}
+		// A debit's denial is what the deny cache then answers.
+		if r, err := lim.Debit(ctx, "u", 5); err != nil || r.Allowed {
+			t.Fatalf("Debit(5) = %+v, %v; want a denial", r, err)
+		}
+		if r, err := lim.Allow(ctx, "u"); err != nil || r.Allowed {
+			t.Errorf("Allow after the debit = %+v, %v; want a denial", r, err)
 		}
 	})
 }

@@ -120,14 +120,14 @@ func ExampleWithClock() {
 type dailyQuota struct{ limit int }
 
 // dailyQuotaBody decides in decide, which writes nothing, and returns
-// write, which the script calls to write (consume is true only when the
-// call is allowed, and in All when every part allowed it), with the values
-// write needs.
+// write, which the script calls to write (consume is true when the call
+// is allowed, and in All when every part allowed it; and for Debit, past
+// the limit, and Refund, with n negative), with the values write needs.
 const dailyQuotaBody = `
 local function write(consume, key, now, n, allowed, limit, dayEnd, used)
   local left = dayEnd - now
   if consume then
-    used = used + n
+    used = math.max(used + n, 0)
     redis.call('SET', key, string.format('%d %d', dayEnd, used),
       'PX', string.format('%d', math.ceil(left / 1000) + ttl_margin))
   end
@@ -325,4 +325,55 @@ func ExampleSlidingWindow() {
 	// true 0
 	// true 5
 	// false 6s
+}
+
+// An LLM call is charged by its tokens, known only after it ran: reserve
+// an estimate with AllowN, then Debit the overrun or Refund the rest.
+func ExampleLimiter_Debit() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// 10,000 tokens per tenant per minute.
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(10000, time.Minute))
+	const estimate = 2000
+	res, _ := lim.AllowN(ctx, "tenant-42", estimate)
+	if !res.Allowed {
+		return // retry after res.RetryAfter
+	}
+	used := 9500 // the tokens the model reports
+	if used > estimate {
+		res, _ = lim.Debit(ctx, "tenant-42", used-estimate) // even past the limit
+	} else if used < estimate {
+		res, _ = lim.Refund(ctx, "tenant-42", estimate-used)
+	}
+	fmt.Println(res.Allowed, res.Remaining)
+
+	// A call that ran over the limit leaves a debt: the tenant is denied
+	// until the window ends.
+	res, _ = lim.Debit(ctx, "tenant-42", 3000)
+	fmt.Println(res.Allowed, res.Remaining, res.RetryAfter > 0)
+	// Output:
+	// true 500
+	// false 0 true
+}
+
+// Refund gives back what a reservation did not use, never above the
+// capacity.
+func ExampleLimiter_Refund() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(100, time.Hour))
+	res, _ := lim.AllowN(ctx, "export:tenant-42", 80) // an estimate
+	fmt.Println(res.Remaining)
+	res, _ = lim.Refund(ctx, "export:tenant-42", 50) // 30 were used
+	fmt.Println(res.Remaining)
+	res, _ = lim.Refund(ctx, "export:tenant-42", 1000)
+	fmt.Println(res.Remaining)
+	// Output:
+	// 20
+	// 70
+	// 100
 }
