@@ -101,6 +101,15 @@
 // kind, or All's parts in other positions, have keys of their own. The
 // deny cache reuses a denial only under the parameters that gave it.
 //
+// # Costs known after the work
+//
+// [Limiter.Debit] charges units for work already done, even past the
+// limit: the key then denies until it has recovered the debt.
+// [Limiter.Refund] gives units back, never above the capacity. Reserve an
+// estimate with [Limiter.AllowN], then settle with one or the other (an
+// LLM call charged by its tokens). Each is one script call, atomic across
+// the parts of an [All], and answers as [Limiter.Peek] would after it.
+//
 // # Batching
 //
 // Decisions made at the same time on a *redis.Client,
