@@ -44,6 +44,19 @@ func TestChargesCoverEveryRow(t *testing.T) {
 	}
 }
 
+// callOp makes the call op with n on key of lim.
+func callOp(ctx context.Context, lim *redislimit.Limiter, op algtest.Op, key string, n int) (redislimit.Result, error) {
+	switch op {
+	case algtest.OpPeek:
+		return lim.Peek(ctx, key)
+	case algtest.OpDebit:
+		return lim.Debit(ctx, key, n)
+	case algtest.OpRefund:
+		return lim.Refund(ctx, key, n)
+	}
+	return lim.AllowN(ctx, key, n)
+}
+
 // runOps runs steps on key of lim, advancing clk.
 func runOps(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake, key string, steps []algtest.OpStep) {
 	t.Helper()
@@ -52,18 +65,7 @@ func runOps(t *testing.T, lim *redislimit.Limiter, clk *clock.Fake, key string, 
 	for i, s := range steps {
 		clk.Advance(s.Advance)
 		elapsed += s.Advance
-		var got redislimit.Result
-		var err error
-		switch s.Op {
-		case algtest.OpAllow:
-			got, err = lim.AllowN(ctx, key, s.N)
-		case algtest.OpPeek:
-			got, err = lim.Peek(ctx, key)
-		case algtest.OpDebit:
-			got, err = lim.Debit(ctx, key, s.N)
-		case algtest.OpRefund:
-			got, err = lim.Refund(ctx, key, s.N)
-		}
+		got, err := callOp(ctx, lim, s.Op, key, s.N)
 		if err != nil {
 			t.Fatalf("step %d: %v(ctx, %q, %d) at +%v: %v", i, s.Op, key, s.N, elapsed, err)
 		}

@@ -16,7 +16,8 @@ import (
 )
 
 // The in-process limiter gives the Results the scripts give, step for
-// step, over random sequences of costs, peeks and clock moves. Times stay
+// step, over random sequences of costs, peeks, debits, refunds and clock
+// moves. Times stay
 // on a one-second grid so that no Redis TTL (real time) ends while the fake
 // clock stands still. The clock only moves forward here: Redis keeps a key
 // until its TTL passes in real time, so a fake clock that jumps past a
@@ -51,21 +52,22 @@ func TestLocalMatchesScripts(t *testing.T) {
 					clk.Advance(adv)
 					at += adv
 					key := "k" + strconv.Itoa(rng.IntN(2))
-					n, peek := 1+rng.IntN(alg.Limit()), rng.IntN(5) == 0
-					var want, got redislimit.Result
-					var werr, gerr error
-					if peek {
-						want, werr = remote.Peek(ctx, key)
-						got, gerr = local.Peek(ctx, key)
-					} else {
-						want, werr = remote.AllowN(ctx, key, n)
-						got, gerr = local.AllowN(ctx, key, n)
+					n, op := 1+rng.IntN(alg.Limit()), algtest.OpAllow
+					switch rng.IntN(10) {
+					case 0, 1:
+						op = algtest.OpPeek
+					case 2:
+						op, n = algtest.OpDebit, 1+rng.IntN(2*alg.Limit())
+					case 3:
+						op, n = algtest.OpRefund, 1+rng.IntN(2*alg.Limit())
 					}
+					want, werr := callOp(ctx, remote, op, key, n)
+					got, gerr := callOp(ctx, local, op, key, n)
 					if werr != nil || gerr != nil {
 						t.Fatalf("step %d: errors %v (Redis), %v (local)", i, werr, gerr)
 					}
 					if diff := cmp.Diff(want, got); diff != "" {
-						t.Fatalf("step %d at %+v: peek=%v AllowN(%q, %d): local differs from Redis (-redis +local):\n%s", i, at, peek, key, n, diff)
+						t.Fatalf("step %d at %+v: %v(%q, %d): local differs from Redis (-redis +local):\n%s", i, at, op, key, n, diff)
 					}
 				}
 			})
