@@ -78,7 +78,9 @@ var _ carrier = (*slidingLogState)(nil)
 // logRun is n units admitted at the same time (µs).
 type logRun struct{ at, n int64 }
 
-func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+// expire drops the runs that have left the window at now, and returns
+// the units left.
+func (s *slidingLogState) expire(now int64) int64 {
 	cut := 0
 	for cut < len(s.runs) && s.runs[cut].at <= now-s.window {
 		cut++
@@ -90,6 +92,11 @@ func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
 	for _, r := range s.runs {
 		count += r.n
 	}
+	return count
+}
+
+func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+	count := s.expire(now)
 	allowed := count+int64(n) <= s.limit
 	var r Result
 	r.Allowed = allowed
@@ -136,6 +143,44 @@ func (s *slidingLogState) add(now, n int64) {
 	s.runs = append(s.runs, logRun{})
 	copy(s.runs[i+1:], s.runs[i:])
 	s.runs[i] = logRun{at: now, n: n}
+}
+
+// adjust implements adjuster, as the script's write does with a debit or
+// a refund: a debit logs min(n, limit) units at now and keeps the 2×limit
+// newest; a refund removes the newest -n units.
+func (s *slidingLogState) adjust(now, n int64) bool {
+	count := s.expire(now)
+	if n > 0 {
+		s.add(now, min(n, s.limit))
+		s.dropOldest(count + min(n, s.limit) - 2*s.limit)
+		return true
+	}
+	for k := -n; k > 0 && len(s.runs) > 0; {
+		last := &s.runs[len(s.runs)-1]
+		if last.n > k {
+			last.n -= k
+			break
+		}
+		k -= last.n
+		s.runs = s.runs[:len(s.runs)-1]
+	}
+	return true
+}
+
+// dropOldest removes the oldest k units, if k > 0.
+func (s *slidingLogState) dropOldest(k int64) {
+	i := 0
+	for k > 0 && i < len(s.runs) {
+		if s.runs[i].n > k {
+			s.runs[i].n -= k
+			break
+		}
+		k -= s.runs[i].n
+		i++
+	}
+	if i > 0 {
+		s.runs = append(s.runs[:0], s.runs[i:]...)
+	}
 }
 
 // carry implements carrier: the runs from holds, judged from now on by
