@@ -278,3 +278,53 @@ func TestSlidingLogDebitKeepsTwiceLimit(t *testing.T) {
 		}
 	})
 }
+
+// A debt at the fastest rate, where MaxWindow holds more tokens than a
+// double counts exactly, passes to another interval, and one passes to
+// it, in bounded time: at most 2^50 tokens are taken over, and the
+// script and the in-process state agree.
+func TestTokenBucketFastestRateChanges(t *testing.T) {
+	tb := redislimit.TokenBucket
+	fast, slow := tb(1<<50, time.Millisecond, 1<<50), tb(1, time.Second, 1000)
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		ctx := context.Background()
+		clk := clock.NewFake(epoch)
+		// A short timeout: a script that never settles fails the test.
+		remote, _ := newLimiter(t, b, fast, clk, redislimit.WithTimeout(10*time.Second))
+		local, err := redislimit.NewLocal(fast, redislimit.WithClock(clk.Now))
+		if err != nil {
+			t.Fatal(err)
+		}
+		lims := [][2]*redislimit.Limiter{{remote, local}, {using(t, remote, slow), using(t, local, slow)}}
+		steps := []struct {
+			lim int
+			op  algtest.Op
+			n   int
+		}{
+			// 9 debits of 2^50: over 2^53 tokens, some 150s.
+			{0, algtest.OpDebit, redislimit.MaxDebit}, {0, algtest.OpDebit, redislimit.MaxDebit},
+			{0, algtest.OpDebit, redislimit.MaxDebit}, {0, algtest.OpDebit, redislimit.MaxDebit},
+			{0, algtest.OpDebit, redislimit.MaxDebit}, {0, algtest.OpDebit, redislimit.MaxDebit},
+			{0, algtest.OpDebit, redislimit.MaxDebit}, {0, algtest.OpDebit, redislimit.MaxDebit},
+			{0, algtest.OpDebit, redislimit.MaxDebit},
+			{1, algtest.OpPeek, 0},
+			{1, algtest.OpDebit, 5000},
+			{0, algtest.OpPeek, 0},
+			{0, algtest.OpRefund, redislimit.MaxDebit},
+			{1, algtest.OpAllow, 1},
+		}
+		for i, st := range steps {
+			want, werr := callOp(ctx, lims[st.lim][0], st.op, "u", st.n)
+			got, gerr := callOp(ctx, lims[st.lim][1], st.op, "u", st.n)
+			if werr != nil || gerr != nil {
+				t.Fatalf("step %d: %v(%d): errors %v (Redis), %v (local)", i, st.op, st.n, werr, gerr)
+			}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Fatalf("step %d: %v(%d) on bucket %d: local differs from Redis (-redis +local):\n%s", i, st.op, st.n, st.lim, diff)
+			}
+			if want.RetryAfter > redislimit.MaxWindow || want.ResetAfter > redislimit.MaxWindow {
+				t.Errorf("step %d: %v(%d) = %+v, durations past MaxWindow", i, st.op, st.n, want)
+			}
+		}
+	})
+}

@@ -19,8 +19,8 @@ const maxLogUnits = 1 << 20
 // limit must be from 1 to 1,048,576 and window between a millisecond and
 // [MaxWindow] (used with µs precision); otherwise [New] returns an error
 // wrapping [ErrInvalidConfig]. State per key grows with the units admitted
-// in the last window, up to limit sorted-set entries; for limits in the
-// thousands, [TokenBucket] keeps a constant few bytes instead.
+// in the last window, up to limit sorted-set entries (2×limit after
+// [Limiter.Debit]); for limits in the thousands, [TokenBucket] keeps a constant few bytes instead.
 //
 // A key used with other parameters ([Limiter.Using], or two limiters with
 // the same prefix) keeps its logged units, and the new limit and window
@@ -34,6 +34,17 @@ const maxLogUnits = 1 << 20
 // after the change admits at most the new limit; one that starts before
 // admits, from the change on, at most the new limit less the units in it
 // that were still logged at the change.
+//
+// Debit and Refund: [Limiter.Debit] logs n units at the time of the call
+// whether or not they fit, so the key denies until enough have left the
+// window; a debit logs at most limit of them, and the log keeps its
+// 2×limit newest units, removing older ones. Neither changes a decision:
+// a call fits once all but limit-1 of the logged units have left, which
+// depends only on the newest limit. So a key in debt is denied for at
+// most one window after its last debit, and its state stays within
+// 2×limit entries. [Limiter.Refund] removes the newest n units logged
+// (those of a debit trimmed away cannot be given back), never more than
+// the log holds.
 func SlidingLog(limit int, window time.Duration) Algorithm {
 	return slidingLog{limit: limit, window: window}
 }

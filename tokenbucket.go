@@ -41,9 +41,22 @@ var tokenBucketLua string
 // ones in the bucket: a key that goes back to a larger burst finds them
 // in use, so no sequence of changes admits more than the largest burst and
 // rate allow. With the same refill interval per/rate, the usage carries
-// over exactly. State per key: a string of four integers, or six while
-// tokens past a smaller burst are remembered; at most 200 bytes of Redis
-// memory with the key of an IPv6 address.
+// over exactly; another interval takes over at most 2^50 tokens in use.
+// State per key: a string of four integers, or six while tokens past a
+// smaller burst are remembered or the key is in debt; at most 200 bytes
+// of Redis memory with the key of an IPv6 address.
+//
+// Debit and Refund: [Limiter.Debit] takes n tokens whether or not the
+// bucket holds them, and the key owes the rest: it denies until the debt
+// has refilled at the rate, then refills as usual. The debt is bounded by
+// time, not tokens: the bucket owes at most what it refills in
+// [MaxWindow], so RetryAfter and ResetAfter never exceed it. Debit 5 on a
+// burst of 3 refilling one token every 2s: 2 are owed, and the next token
+// is back 6s later. [Limiter.Refund] puts n tokens back, never above
+// burst. A debt belongs to its parameters: a key read with another burst
+// or rate carries its tokens in use over as above, at most the new burst
+// of them, and a clock going back keeps a debt where it was (at most
+// MaxWindow away) where it would cap a bucket's usage at a full refill.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -413,7 +426,9 @@ func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tatU, s.fracU
 // it is; with another burst, the TAT is the uncapped one, which Decide
 // caps at the burst; with another interval, the tokens in use by the
 // uncapped TAT, a partly refilled one counted whole, are in use at this
-// state's interval, at most the burst of them in the TAT.
+// state's interval, at most the burst of them in the TAT and at most
+// maxUnits, or MaxWindow of them, in the uncapped TAT. A debt carries
+// over only with the same interval and burst.
 func (s *tokenBucketState) carry(from LocalState, now int64) {
 	o, ok := from.(*tokenBucketState)
 	if !ok {
@@ -432,7 +447,12 @@ func (s *tokenBucketState) carry(from LocalState, now int64) {
 	if w < 0 || w == 0 && o.fracU == 0 {
 		return
 	}
-	most := s.iv.inUse(maxMicros, 0)
+	// At most maxUnits tokens, or MaxWindow of them: at the fastest rates
+	// MaxWindow holds more than int64 and the script's doubles count.
+	most := int64(maxUnits)
+	if float64(maxMicros)/(float64(s.iv.q)+float64(s.iv.r)/float64(s.iv.d)) <= float64(maxUnits) {
+		most = min(s.iv.inUse(maxMicros, 0), maxUnits)
+	}
 	used := most
 	if est := (float64(w) + float64(o.fracU)/float64(o.iv.d)) / (float64(o.iv.q) + float64(o.iv.r)/float64(o.iv.d)); est <= float64(most+1) {
 		used = min(o.iv.inUse(w, o.fracU), most)

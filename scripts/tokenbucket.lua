@@ -39,7 +39,8 @@
 -- first decision under it. Tokens past a burst are so remembered, not
 -- forgotten: a key that goes back to a larger burst finds them in use,
 -- and no sequence of changes admits more than the largest burst and rate
--- allow. The uncapped TAT is kept at most max_wait (MaxWindow) away. A
+-- allow. The uncapped TAT is kept at most max_wait (MaxWindow) away, and
+-- another interval takes over at most 2^50 tokens of it. A
 -- bare integer (the format before intervals were fractions) is a TAT in
 -- whole µs under the current interval. Any other value is discarded (a
 -- full bucket) and the key is rewritten or deleted; a key of ours found
@@ -75,6 +76,10 @@ local exact = 9007199254740992
 -- max_wait is MaxWindow in µs: the longest that tokens past a smaller
 -- burst are remembered.
 local max_wait = 315360000000000
+
+-- max_tokens (2^50) bounds the tokens in use that another interval takes
+-- over.
+local max_tokens = 1125899906842624
 
 -- times returns m intervals of q + r/d µs as whole µs and a numerator
 -- over d.
@@ -205,7 +210,13 @@ local function decide(key, now, n, burst, ps, ds)
           if ow > 0 or (ow == 0 and tuf > 0) then
             local oq = math.floor(op / od)
             local orr = op - oq * od
-            local most = in_use(max_wait, 0, q, r, d)
+            -- At most 2^50 tokens (MaxDebit), or max_wait of them: at the
+            -- fastest rates max_wait holds more tokens than a double
+            -- counts exactly, and in_use would never settle.
+            local most = max_tokens
+            if max_wait / (q + r / d) <= max_tokens then
+              most = math.min(in_use(max_wait, 0, q, r, d), max_tokens)
+            end
             if (ow + tuf / od) / (oq + orr / od) > most + 1 then
               used = most
             else
