@@ -21,7 +21,7 @@
 -- burst - ceil((TAT - now) / interval). When a smaller burst capped the
 -- tokens in use, "<tat> <f> <p> <d> <du> <burst>": tat + du µs is the
 -- uncapped TAT, rounded up to a whole µs, which counts every token in use,
--- and burst the cap (the burst that wrote it). At most 83 characters: 200
+-- and burst the cap (the burst that wrote it). At most 84 characters: 200
 -- bytes of MEMORY USAGE at the key of the longest IPv6 address. Written
 -- with SET ... PX to expire a margin after the uncapped TAT, when the
 -- state carries no information. The TTL only collects garbage.
