@@ -29,6 +29,11 @@ type Result struct {
 	// [WithOnError]. It is false for every decision Redis made, and for
 	// those of a limiter made with [NewLocal].
 	Degraded bool
+	// Shadowed reports that the limit denied the call and that shadow
+	// mode ([WithShadowMode]) admitted it: Allowed is then true, nothing
+	// was consumed, and the other fields tell what the denial said
+	// (RetryAfter included, which is otherwise 0 when Allowed).
+	Shadowed bool
 	// Parts holds, for a limiter on [All], one Result per part, in the
 	// order of All's arguments; nil for any other limiter. A part's
 	// Allowed reports whether that part admits the call, and its other

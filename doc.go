@@ -110,6 +110,12 @@
 // LLM call charged by its tokens). Each is one script call, atomic across
 // the parts of an [All], and answers as [Limiter.Peek] would after it.
 //
+// # Shadow mode
+//
+// [WithShadowMode] puts a new limit on trial: a call it denies is
+// admitted, marked [Result.Shadowed], consumes nothing, and is reported to
+// the [Observer] as the [Shadowed] outcome.
+//
 // # Batching
 //
 // Decisions made at the same time on a *redis.Client,

@@ -377,3 +377,21 @@ func ExampleLimiter_Refund() {
 	// 70
 	// 100
 }
+
+// A new limit on trial: nobody is denied, and the calls it would deny are
+// marked.
+func ExampleWithShadowMode() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	lim, _ := redislimit.New(rdb, redislimit.FixedWindow(2, time.Minute), redislimit.WithShadowMode())
+	for i := 0; i < 3; i++ {
+		res, _ := lim.Allow(ctx, "203.0.113.7")
+		fmt.Printf("allowed=%v shadowed=%v remaining=%d\n", res.Allowed, res.Shadowed, res.Remaining)
+	}
+	// Output:
+	// allowed=true shadowed=false remaining=1
+	// allowed=true shadowed=false remaining=0
+	// allowed=true shadowed=true remaining=0
+}

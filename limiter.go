@@ -89,6 +89,7 @@ type Limiter struct {
 	maxBatch  int
 	sender    *sender // nil for NewLocal
 	denyKeys  int     // WithDenyCache's bound; 0: no deny cache
+	shadow    bool    // WithShadowMode
 	denials   *denials
 
 	turns   *turns   // of Wait's callers, by key
@@ -534,6 +535,24 @@ func (l *Limiter) decide(ctx context.Context, key string, n int, consume bool) (
 		start := time.Now()
 		defer func() { l.observed(ctx, start, o.src, o.sent(), o.res, o.err) }()
 	}
+	o = l.decideOnce(ctx, key, n, consume)
+	if l.shadow {
+		o.res = shadow(o.res)
+	}
+	return o
+}
+
+// shadow returns r as shadow mode returns it: a denial admitted, and
+// marked Shadowed.
+func shadow(r Result) Result {
+	if !r.Allowed {
+		r.Allowed, r.Shadowed = true, true
+	}
+	return r
+}
+
+// decideOnce is decide without the observer and shadow mode.
+func (l *Limiter) decideOnce(ctx context.Context, key string, n int, consume bool) outcome {
 	if err := checkKey(key); err != nil {
 		return outcome{err: err}
 	}
@@ -710,6 +729,9 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	if l.client == nil {
 		for i, k := range keys {
 			res[i] = l.decideLocal(k, 1, true, false)
+			if l.shadow {
+				res[i] = shadow(res[i])
+			}
 			if l.observe != nil {
 				l.observed(ctx, start, fromLocal, false, res[i], nil)
 			}
@@ -727,6 +749,9 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 			if r, ok := l.denials.lookup(k, l.params, 1, now); ok {
 				r.Limit = l.limit
 				res[i] = r
+				if l.shadow {
+					res[i] = shadow(r)
+				}
 				continue
 			}
 		}
@@ -757,6 +782,9 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 			return nil, o.err
 		}
 		res[i] = o.res
+		if l.shadow {
+			res[i] = shadow(o.res)
+		}
 	}
 	l.observedMany(ctx, start, res, toRedis, nil, sent)
 	return res, nil

@@ -22,9 +22,13 @@ const (
 	// Failed: the call returned an error: bad input, a context that
 	// ended, or a Redis failure that the policy returned.
 	Failed
+	// Shadowed: the limit denied the call and shadow mode
+	// ([WithShadowMode]) admitted it ([Result.Shadowed]). A degraded
+	// decision is reported as Degraded even when shadowed.
+	Shadowed
 )
 
-// String returns "allowed", "denied", "degraded" or "error".
+// String returns "allowed", "denied", "degraded", "error" or "shadowed".
 func (o Outcome) String() string {
 	switch o {
 	case Allowed:
@@ -35,6 +39,8 @@ func (o Outcome) String() string {
 		return "degraded"
 	case Failed:
 		return "error"
+	case Shadowed:
+		return "shadowed"
 	}
 	return "unknown"
 }
@@ -103,6 +109,8 @@ func (l *Limiter) observed(ctx context.Context, start time.Time, src source, sen
 		o.Outcome, o.Allowed = Failed, false
 	case r.Degraded:
 		o.Outcome = Degraded
+	case r.Shadowed:
+		o.Outcome = Shadowed
 	case r.Allowed:
 		o.Outcome = Allowed
 	default:

@@ -167,3 +167,19 @@ func WithDenyCache(maxKeys int) Option {
 		}
 	}
 }
+
+// WithShadowMode makes the limiter deny no one: decisions are made and
+// recorded as usual (in Redis, the deny cache and the [Observer]), but a
+// call the limit denies is returned with Allowed true and
+// [Result.Shadowed] set, and consumes nothing, as a denied call never
+// does. Use it to roll out a new limit: watch the [Shadowed] outcome, or
+// Result.Shadowed, to see whom it would deny, then turn it on. It applies
+// to every decision: Allow, AllowN, Peek, AllowMany, Wait (a shadowed
+// call returns at once), the deny cache's answers and the failure
+// policies' (a [FailClosed] denial is admitted too, still Degraded).
+// [Limiter.Debit] and [Limiter.Refund] charge as usual. The httplimit
+// middleware serves a shadowed request and still sends the RateLimit
+// fields of the denial.
+func WithShadowMode() Option {
+	return func(l *Limiter) { l.shadow = true }
+}

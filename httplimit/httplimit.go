@@ -40,7 +40,9 @@
 // Unavailable with Retry-After set to [ErrorRetryAfter] and a problem+json
 // body, without reaching the next handler, unless [WithErrorHandler]
 // answers it; a decision that the failure policy made (Degraded) is served
-// as decided.
+// as decided. A request that a limiter in shadow mode
+// ([redislimit.WithShadowMode]) would deny is served, without
+// Retry-After, and its RateLimit fields are those of the denial.
 package httplimit
 
 import (
@@ -367,21 +369,24 @@ func (m *Middleware) violated(res redislimit.Result, p *policy) []string {
 }
 
 // setHeaders sets the RateLimit fields of a decision, and on a denial
-// Retry-After.
+// Retry-After (not on a shadowed one, which is served).
 func (m *Middleware) setHeaders(h http.Header, res redislimit.Result, pol *policy) {
 	parts := res.Parts
 	if len(parts) != len(pol.quotas) {
 		parts = []redislimit.Result{res}
 	}
+	// A shadowed denial is served, and its fields say what the denial
+	// said.
+	denied := !res.Allowed || res.Shadowed
 	retry := seconds(res.RetryAfter)
 	items := make([]string, len(parts))
 	for i, p := range parts {
 		t := seconds(p.ResetAfter)
-		if !p.Allowed {
+		if !p.Allowed || p.Shadowed {
 			t = seconds(p.RetryAfter)
 		}
-		if !res.Allowed {
-			t = min(t, retry) // never past Retry-After
+		if denied {
+			t = min(t, retry) // never past the denial's retry
 		}
 		items[i] = pol.names[min(i, len(pol.names)-1)] + ";r=" + sfInt(int64(max(p.Remaining, 0))) + ";t=" + sfInt(t)
 	}
@@ -399,7 +404,7 @@ func (m *Middleware) setHeaders(h http.Header, res redislimit.Result, pol *polic
 			}
 		}
 		reset := seconds(b.ResetAfter)
-		if !res.Allowed {
+		if denied {
 			reset = retry
 		}
 		h.Set("X-RateLimit-Limit", strconv.Itoa(b.Limit))

@@ -253,6 +253,40 @@ func TestHeadersAndDenial(t *testing.T) {
 	})
 }
 
+// A limiter in shadow mode serves every request; the RateLimit fields of
+// one it would deny tell the truth (r=0, t the seconds until it could be
+// admitted), with no Retry-After.
+func TestShadowMode(t *testing.T) {
+	redistest.ForEach(t, func(t *testing.T, b redistest.Backend) {
+		clk := clock.NewFake(epoch)
+		f := newFixture(t, newLimiter(t, b, redislimit.All(redislimit.FixedWindow(2, time.Minute), redislimit.FixedWindow(5, time.Hour)), clk, redislimit.WithShadowMode()))
+		for i := 0; i < 4; i++ {
+			resp := f.get(t, "/")
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("request %d: %s, want it served in shadow mode", i, resp.Status)
+			}
+			if v := resp.Header.Get("Retry-After"); v != "" {
+				t.Errorf("request %d: Retry-After %q on a served request", i, v)
+			}
+			want := []sfItem{
+				{"default-0", map[string]int64{"r": int64(max(1-i, 0)), "t": 60}},
+				{"default-1", map[string]int64{"r": int64(max(4-i, 3)), "t": 3600}}, // a shadowed request consumes nothing
+			}
+			if i >= 2 {
+				// The minute's limit would deny: t is its retry, and the
+				// hour's is capped by it.
+				want[0].Params["t"], want[1].Params["t"] = 60, 60
+			}
+			if diff := cmp.Diff(want, header(t, resp, "RateLimit")); diff != "" {
+				t.Errorf("request %d: RateLimit (-want +got):\n%s", i, diff)
+			}
+		}
+		if n := f.served.Load(); n != 4 {
+			t.Errorf("next handler served %d requests, want 4", n)
+		}
+	})
+}
+
 // A limiter on All lists one item per part; a token bucket's w is its
 // time to fill.
 func TestAllHeaders(t *testing.T) {

@@ -7,7 +7,8 @@
 //
 // Two instruments, both with the attributes redislimit.algorithm (the
 // algorithm's Name) and redislimit.outcome ("allowed", "denied",
-// "degraded" or "error"):
+// "degraded", "error", or "shadowed" for a call that a limiter in shadow
+// mode admitted though its limit denied it):
 //
 //   - redislimit.decisions, a counter of decisions, with also
 //     redislimit.deny_cache (true when the deny cache answered);

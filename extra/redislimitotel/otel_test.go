@@ -24,9 +24,14 @@ func TestObserver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	shadow, err := redislimit.NewLocal(redislimit.SlidingLog(1, time.Hour), redislimit.WithObserver(obs), redislimit.WithShadowMode())
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx := context.Background()
 	for i := 0; i < 5; i++ {
 		_, _ = lim.Allow(ctx, "secret-user-key")
+		_, _ = shadow.Allow(ctx, "secret-user-key")
 	}
 	_, _ = lim.Allow(ctx, "")
 	var rm metricdata.ResourceMetrics
@@ -73,14 +78,14 @@ func TestObserver(t *testing.T) {
 			}
 		}
 	}
-	want := map[string]int64{"fw/allowed": 2, "fw/denied": 3, "fw/error": 1}
+	want := map[string]int64{"fw/allowed": 2, "fw/denied": 3, "fw/error": 1, "sl/allowed": 1, "sl/shadowed": 4}
 	for k, v := range want {
 		if counts[k] != v {
 			t.Errorf("decisions %s = %d, want %d (all: %v)", k, counts[k], v, counts)
 		}
 	}
-	if histCount != 6 {
-		t.Errorf("%d durations recorded, want 6", histCount)
+	if histCount != 11 {
+		t.Errorf("%d durations recorded, want 11", histCount)
 	}
 	if _, err := redislimitotel.NewObserver(nil); err == nil {
 		t.Error("NewObserver(nil): no error")
