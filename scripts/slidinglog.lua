@@ -81,6 +81,7 @@ end
 local function write(consume, key, now, n, allowed, limit, window, count, oldest)
   local retry, reset = 0, 0
   if consume then
+    if n > limit then n = limit elseif n < 0 then n = 0 end
     add(key, string.format('%d', now), count, n)
     count = count + n
     redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000) + ttl_margin))
