@@ -69,13 +69,12 @@ const (
 type Limiter struct {
 	client    redis.Scripter // nil for NewLocal
 	prog      *program
-	progKey   progKey      // what prog was assembled from
-	name      string       // the algorithm's Name, in keys
-	title     string       // the algorithm as errors name it
-	optErr    error        // an option's own complaint
-	limit     int          // the largest cost: the capacity, or localLimit for NewLocal
-	args      []any        // ARGV[4:], fixed at New
-	periods   *periodCache // for an algorithm whose ARGV[4:] depend on the time; nil otherwise
+	progKey   progKey // what prog was assembled from
+	name      string  // the algorithm's Name, in keys
+	title     string  // the algorithm as errors name it
+	optErr    error   // an option's own complaint
+	limit     int     // the largest cost: the capacity, or localLimit for NewLocal
+	args      []any   // ARGV[4:], fixed at New
 	prefix    string
 	keyPrefix string           // prefix + name + ":{"
 	partKeys  []string         // for All: each part's prefix + "all:" + i + ":" + name + ":{"
@@ -95,6 +94,11 @@ type Limiter struct {
 	turns   *turns   // of Wait's callers, by key
 	observe Observer // nil: none
 	alg     Algorithm
+
+	// periods holds the ARGV[4:] of an algorithm whose arguments depend
+	// on the time ([CalendarQuota]), for the current span of the clock;
+	// nil for any other, which sends args.
+	periods *periodCache
 
 	local       *localStore    // NewLocal, or the FailLocal fallback: the store of this kind of algorithm
 	localAlg    LocalAlgorithm // the algorithm, when local is set
