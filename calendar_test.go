@@ -79,6 +79,10 @@ func TestCalendarQuotaWindow(t *testing.T) {
 		{redislimit.Monthly, nil, time.Date(2027, 2, 10, 0, 0, 0, 0, time.UTC), 28 * 24 * time.Hour},
 		{redislimit.Monthly, nil, time.Date(2028, 2, 10, 0, 0, 0, 0, time.UTC), 29 * 24 * time.Hour},
 		{redislimit.Hourly, algtest.Kolkata, time.Date(2026, 3, 8, 12, 0, 0, 0, time.UTC), time.Hour},
+		// Santiago's clock skips from 2026-09-06 00:00 to 01:00: that day
+		// starts at 01:00 and lasts 23 hours; the day before, 24.
+		{redislimit.Daily, santiago, time.Date(2026, 9, 5, 12, 0, 0, 0, santiago), 24 * time.Hour},
+		{redislimit.Daily, santiago, time.Date(2026, 9, 6, 12, 0, 0, 0, santiago), 23 * time.Hour},
 	} {
 		clk := clock.NewFake(tc.at)
 		lim, err := redislimit.NewLocal(redislimit.CalendarQuota(10, tc.period, tc.loc), redislimit.WithClock(clk.Now))
@@ -89,6 +93,30 @@ func TestCalendarQuotaWindow(t *testing.T) {
 			t.Errorf("%v in %v at %v: Quotas() = %v, want 10 per %v", tc.period, tc.loc, tc.at, q, tc.want)
 		}
 	}
+}
+
+var santiago = func() *time.Location {
+	loc, err := time.LoadLocation("America/Santiago")
+	if err != nil {
+		panic(err)
+	}
+	return loc
+}()
+
+// Where the clock skips midnight, the day starts when it jumps, in Redis
+// as in process.
+func TestCalendarQuotaSkippedMidnight(t *testing.T) {
+	alg := redislimit.CalendarQuota(1, redislimit.Daily, santiago)
+	limiterBackends(t, func(t *testing.T, b limiterBackend) {
+		clk := clock.NewFake(time.Date(2026, 9, 5, 23, 59, 59, 0, santiago))
+		lim, _ := b.newLimiter(t, alg, clk)
+		runSteps(t, lim, clk, "k", []step{
+			{N: 1, Want: allowed(1, 0, time.Second)},
+			{Advance: time.Second, N: 1, Want: allowed(1, 0, 23*time.Hour)}, // 01:00 -03
+			{Advance: 23*time.Hour - time.Second, N: 1, Want: denied(1, 0, time.Second, time.Second)},
+			{Advance: time.Second, N: 1, Want: allowed(1, 0, 24*time.Hour)},
+		})
+	})
 }
 
 // skewed is CalendarQuota's body with the arguments a client computed for
