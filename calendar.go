@@ -22,8 +22,9 @@ const (
 	// offset (Asia/Kolkata, +05:30) at half past each UTC hour. Across a
 	// DST change each still lasts 60 minutes; the hour the clock repeats
 	// is two periods. (Where the offset moves by half an hour, as on Lord
-	// Howe Island, the hours around the change follow the offset before
-	// it until the next whole hour of the new one.)
+	// Howe Island, the hour that holds the change ends at it, and the
+	// period after lasts the 30 minutes to the next whole hour of the new
+	// offset.)
 	Hourly Period = iota + 1
 	// Daily periods start at local midnight: a day lasts 23 or 25 hours
 	// when the zone moves its clock that day. Where the clock skips
