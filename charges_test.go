@@ -123,7 +123,14 @@ func TestDebitBound(t *testing.T) {
 		ctx := context.Background()
 		for _, row := range algtest.Rows {
 			t.Run(row.Name, func(t *testing.T) {
-				lim, c := newLimiter(t, b, row.Large, clock.NewFake(epoch))
+				alg := row.Large
+				if row.Name == algtest.SlidingLog.Name {
+					// Each debit logs up to limit entries, a million in
+					// Large: seconds in redis-server, longer than any
+					// timeout in miniredis. The bound is the same.
+					alg = row.Tight
+				}
+				lim, c := newLimiter(t, b, alg, clock.NewFake(epoch))
 				for range 3 {
 					r, err := lim.Debit(ctx, "u", redislimit.MaxDebit)
 					if err != nil {
@@ -149,8 +156,8 @@ func TestDebitBound(t *testing.T) {
 					}
 				}
 				r, err := lim.Peek(ctx, "u")
-				if err != nil || !r.Allowed || r.Remaining != row.Large.Limit() {
-					t.Errorf("Peek after refunds = %+v, %v; want full capacity %d", r, err, row.Large.Limit())
+				if err != nil || !r.Allowed || r.Remaining != alg.Limit() {
+					t.Errorf("Peek after refunds = %+v, %v; want full capacity %d", r, err, alg.Limit())
 				}
 			})
 		}

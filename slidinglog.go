@@ -19,8 +19,8 @@ const maxLogUnits = 1 << 20
 // limit must be from 1 to 1,048,576 and window between a millisecond and
 // [MaxWindow] (used with µs precision); otherwise [New] returns an error
 // wrapping [ErrInvalidConfig]. State per key grows with the units admitted
-// in the last window, up to limit sorted-set entries; for limits in the
-// thousands, [TokenBucket] keeps a constant few bytes instead.
+// in the last window, up to limit sorted-set entries (2×limit after
+// [Limiter.Debit]); for limits in the thousands, [TokenBucket] keeps a constant few bytes instead.
 //
 // A key used with other parameters ([Limiter.Using], or two limiters with
 // the same prefix) keeps its logged units, and the new limit and window
@@ -34,6 +34,17 @@ const maxLogUnits = 1 << 20
 // after the change admits at most the new limit; one that starts before
 // admits, from the change on, at most the new limit less the units in it
 // that were still logged at the change.
+//
+// Debit and Refund: [Limiter.Debit] logs n units at the time of the call
+// whether or not they fit, so the key denies until enough have left the
+// window; a debit logs at most limit of them, and the log keeps its
+// 2×limit newest units, removing older ones. Neither changes a decision:
+// a call fits once all but limit-1 of the logged units have left, which
+// depends only on the newest limit. So a key in debt is denied for at
+// most one window after its last debit, and its state stays within
+// 2×limit entries. [Limiter.Refund] removes the newest n units logged
+// (those of a debit trimmed away cannot be given back), never more than
+// the log holds.
 func SlidingLog(limit int, window time.Duration) Algorithm {
 	return slidingLog{limit: limit, window: window}
 }
@@ -78,7 +89,9 @@ var _ carrier = (*slidingLogState)(nil)
 // logRun is n units admitted at the same time (µs).
 type logRun struct{ at, n int64 }
 
-func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+// expire drops the runs that have left the window at now, and returns
+// the units left.
+func (s *slidingLogState) expire(now int64) int64 {
 	cut := 0
 	for cut < len(s.runs) && s.runs[cut].at <= now-s.window {
 		cut++
@@ -90,6 +103,11 @@ func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
 	for _, r := range s.runs {
 		count += r.n
 	}
+	return count
+}
+
+func (s *slidingLogState) Decide(now int64, n int, consume bool) Result {
+	count := s.expire(now)
 	allowed := count+int64(n) <= s.limit
 	var r Result
 	r.Allowed = allowed
@@ -136,6 +154,44 @@ func (s *slidingLogState) add(now, n int64) {
 	s.runs = append(s.runs, logRun{})
 	copy(s.runs[i+1:], s.runs[i:])
 	s.runs[i] = logRun{at: now, n: n}
+}
+
+// adjust implements adjuster, as the script's write does with a debit or
+// a refund: a debit logs min(n, limit) units at now and keeps the 2×limit
+// newest; a refund removes the newest -n units.
+func (s *slidingLogState) adjust(now, n int64) bool {
+	count := s.expire(now)
+	if n > 0 {
+		s.add(now, min(n, s.limit))
+		s.dropOldest(count + min(n, s.limit) - 2*s.limit)
+		return true
+	}
+	for k := -n; k > 0 && len(s.runs) > 0; {
+		last := &s.runs[len(s.runs)-1]
+		if last.n > k {
+			last.n -= k
+			break
+		}
+		k -= last.n
+		s.runs = s.runs[:len(s.runs)-1]
+	}
+	return true
+}
+
+// dropOldest removes the oldest k units, if k > 0.
+func (s *slidingLogState) dropOldest(k int64) {
+	i := 0
+	for k > 0 && i < len(s.runs) {
+		if s.runs[i].n > k {
+			s.runs[i].n -= k
+			break
+		}
+		k -= s.runs[i].n
+		i++
+	}
+	if i > 0 {
+		s.runs = append(s.runs[:0], s.runs[i:]...)
+	}
 }
 
 // carry implements carrier: the runs from holds, judged from now on by

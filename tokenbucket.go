@@ -41,9 +41,22 @@ var tokenBucketLua string
 // ones in the bucket: a key that goes back to a larger burst finds them
 // in use, so no sequence of changes admits more than the largest burst and
 // rate allow. With the same refill interval per/rate, the usage carries
-// over exactly. State per key: a string of four integers, or six while
-// tokens past a smaller burst are remembered; at most 200 bytes of Redis
-// memory with the key of an IPv6 address.
+// over exactly; another interval takes over at most 2^50 tokens in use.
+// State per key: a string of four integers, or six while tokens past a
+// smaller burst are remembered or the key is in debt; at most 200 bytes
+// of Redis memory with the key of an IPv6 address.
+//
+// Debit and Refund: [Limiter.Debit] takes n tokens whether or not the
+// bucket holds them, and the key owes the rest: it denies until the debt
+// has refilled at the rate, then refills as usual. The debt is bounded by
+// time, not tokens: the bucket owes at most what it refills in
+// [MaxWindow], so RetryAfter and ResetAfter never exceed it. Debit 5 on a
+// burst of 3 refilling one token every 2s: 2 are owed, and the next token
+// is back 6s later. [Limiter.Refund] puts n tokens back, never above
+// burst. A debt belongs to its parameters: a key read with another burst
+// or rate carries its tokens in use over as above, at most the new burst
+// of them, and a clock going back keeps a debt where it was (at most
+// MaxWindow away) where it would cap a bucket's usage at a full refill.
 func TokenBucket(rate int, per time.Duration, burst int) Algorithm {
 	return tokenBucket{rate: rate, per: per, burst: burst}
 }
@@ -268,38 +281,83 @@ type tokenBucketState struct {
 	tat   int64 // when the bucket is full again: tat + frac/iv.d µs
 	frac  int64
 	// The uncapped TAT, tatU + fracU/iv.d µs: the TAT, or, when a
-	// smaller burst capped the tokens in use, a later whole µs.
+	// smaller burst capped the tokens in use or the key is in debt, a
+	// later whole µs.
 	tatU, fracU int64
+	// debt is set while a debit holds the TAT past a full refill: the
+	// TAT is then capped at MaxWindow from now, not at the burst.
+	debt bool
 }
 
 // before reports whether w + f/d µs is before w2 + f2/d.
 func before(w, f, w2, f2 int64) bool { return w < w2 || w == w2 && f < f2 }
 
-func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
+// read returns the TAT and the uncapped TAT, from now, as the script's
+// decide reads them.
+func (s *tokenBucketState) read(now int64) (w, f, wu, fu int64) {
 	capw, capf := s.iv.times(s.burst)
-	w, f := s.tat-now, s.frac // the TAT, from now
-	wu, fu := s.tatU-now, s.fracU
+	w, f = s.tat-now, s.frac
+	wu, fu = s.tatU-now, s.fracU
 	if w < 0 {
 		w, f = 0, 0
 	}
 	if wu < 0 {
 		wu, fu = 0, 0
 	}
-	if before(capw, capf, w, f) {
+	switch {
+	case !before(capw, capf, w, f):
+		s.debt = false // repaid
+	case !s.debt:
 		w, f = capw, capf // the clock went back, or another burst
+	case w > maxMicros:
+		w, f = maxMicros, 0 // in debt, and the clock went back
 	}
 	if before(wu, fu, w, f) {
 		wu, fu = w, f
 	} else if wu > maxMicros {
 		wu, fu = maxMicros, 0
 	}
+	return w, f, wu, fu
+}
+
+// store keeps the TAT and the uncapped TAT, from now, as the script
+// writes them: an uncapped TAT apart from the TAT, or any in debt,
+// rounded up to a whole µs.
+func (s *tokenBucketState) store(now, w, f, wu, fu int64) {
+	capw, capf := s.iv.times(s.burst)
+	s.debt = before(capw, capf, w, f)
+	if s.debt || wu != w || fu != f {
+		wu, fu = ceilMicros(wu, fu), 0
+	}
+	s.tat, s.frac = now+w, f
+	s.tatU, s.fracU = now+wu, fu
+}
+
+// span returns n intervals, n ≥ 0, as times does, or maxMicros + 1 µs
+// when they are longer: any write caps a TAT at maxMicros from now.
+func (iv interval) span(n int64) (w, f int64) {
+	if iv.q > 0 && n > maxMicros/iv.q {
+		return maxMicros + 1, 0
+	}
+	if w, f = iv.times(n); w > maxMicros {
+		return maxMicros + 1, 0
+	}
+	return w, f
+}
+
+func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
+	capw, capf := s.iv.times(s.burst)
+	w, f, wu, fu := s.read(now)
 	tw, tf := s.iv.times(int64(n))
 	nw, nf := w+tw, f+tf
 	if nf >= s.iv.d {
 		nw, nf = nw+1, nf-s.iv.d
 	}
 	allowed := !before(capw, capf, nw, nf)
-	r := Result{Allowed: allowed, Remaining: int(s.burst - s.iv.inUse(w, f))}
+	r := Result{Allowed: allowed}
+	if !s.debt {
+		r.Remaining = int(s.burst - s.iv.inUse(w, f))
+	}
 	if !allowed {
 		r.RetryAfter = micros(ceilMicros(nw-capw, nf-capf))
 	} else if consume {
@@ -313,13 +371,52 @@ func (s *tokenBucketState) Decide(now int64, n int, consume bool) Result {
 		}
 		r.Remaining -= n
 	}
-	if wu != w || fu != f {
-		wu, fu = ceilMicros(wu, fu), 0 // as the script writes it
-	}
-	s.tat, s.frac = now+w, f
-	s.tatU, s.fracU = now+wu, fu
+	s.store(now, w, f, wu, fu)
 	r.ResetAfter = micros(ceilMicros(w, f))
 	return r
+}
+
+// adjust implements adjuster, as the script's write does with a debit or
+// a refund: the TAT and the uncapped TAT move by n intervals, at most
+// MaxWindow from now and never before it.
+func (s *tokenBucketState) adjust(now, n int64) bool {
+	w, f, wu, fu := s.read(now)
+	d := s.iv.d
+	if n > 0 {
+		tw, tf := s.iv.span(n)
+		w, f = w+tw, f+tf
+		if f >= d {
+			w, f = w+1, f-d
+		}
+		wu, fu = wu+tw, fu+tf
+		if fu >= d {
+			wu, fu = wu+1, fu-d
+		}
+		if w > maxMicros {
+			w, f = maxMicros, 0
+		}
+		if wu > maxMicros {
+			wu, fu = maxMicros, 0
+		}
+	} else {
+		tw, tf := s.iv.span(-n)
+		w, f = w-tw, f-tf
+		if f < 0 {
+			w, f = w-1, f+d
+		}
+		if w < 0 {
+			w, f = 0, 0
+		}
+		wu, fu = wu-tw, fu-tf
+		if fu < 0 {
+			wu, fu = wu-1, fu+d
+		}
+		if wu < 0 {
+			wu, fu = 0, 0
+		}
+	}
+	s.store(now, w, f, wu, fu)
+	return true
 }
 
 func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tatU, s.fracU) }
@@ -329,7 +426,9 @@ func (s *tokenBucketState) ExpiresAt() int64 { return ceilMicros(s.tatU, s.fracU
 // it is; with another burst, the TAT is the uncapped one, which Decide
 // caps at the burst; with another interval, the tokens in use by the
 // uncapped TAT, a partly refilled one counted whole, are in use at this
-// state's interval, at most the burst of them in the TAT.
+// state's interval, at most the burst of them in the TAT and at most
+// maxUnits, or MaxWindow of them, in the uncapped TAT. A debt carries
+// over only with the same interval and burst.
 func (s *tokenBucketState) carry(from LocalState, now int64) {
 	o, ok := from.(*tokenBucketState)
 	if !ok {
@@ -339,6 +438,8 @@ func (s *tokenBucketState) carry(from LocalState, now int64) {
 		s.tat, s.frac, s.tatU, s.fracU = o.tat, o.frac, o.tatU, o.fracU
 		if o.burst != s.burst {
 			s.tat, s.frac = o.tatU, o.fracU
+		} else {
+			s.debt = o.debt
 		}
 		return
 	}
@@ -346,7 +447,12 @@ func (s *tokenBucketState) carry(from LocalState, now int64) {
 	if w < 0 || w == 0 && o.fracU == 0 {
 		return
 	}
-	most := s.iv.inUse(maxMicros, 0)
+	// At most maxUnits tokens, or MaxWindow of them: at the fastest rates
+	// MaxWindow holds more than int64 and the script's doubles count.
+	most := int64(maxUnits)
+	if float64(maxMicros)/(float64(s.iv.q)+float64(s.iv.r)/float64(s.iv.d)) <= float64(maxUnits) {
+		most = min(s.iv.inUse(maxMicros, 0), maxUnits)
+	}
 	used := most
 	if est := (float64(w) + float64(o.fracU)/float64(o.iv.d)) / (float64(o.iv.q) + float64(o.iv.r)/float64(o.iv.d)); est <= float64(most+1) {
 		used = min(o.iv.inUse(w, o.fracU), most)

@@ -291,6 +291,24 @@ func TestTokenBucketStateSize(t *testing.T) {
 	if size > 200 {
 		t.Errorf("MEMORY USAGE = %d bytes, want at most 200", size)
 	}
+
+	// A debt on the large burst: six numbers, the burst negative.
+	if _, err := lim.Debit(ctx, key, redislimit.MaxDebit); err != nil {
+		t.Fatal(err)
+	}
+	if v, err = c.Get(ctx, rk).Result(); err != nil {
+		t.Fatal(err)
+	}
+	if f := strings.Fields(v); len(f) != 6 || f[5] != "-67108859" {
+		t.Fatalf("state %q: want six numbers, the last the burst negated", v)
+	}
+	if size, err = c.MemoryUsage(ctx, rk).Result(); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("MEMORY USAGE holding %q: %d bytes", v, size)
+	if size > 200 {
+		t.Errorf("MEMORY USAGE = %d bytes, want at most 200", size)
+	}
 }
 
 // WithLocalInstances divides the burst and the rate exactly, and an

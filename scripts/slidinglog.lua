@@ -40,6 +40,15 @@
 -- would be denied with them all still counted first reads the oldest: when
 -- it has not left, none has, and the call skips ZREMRANGEBYSCORE.
 --
+-- Debit and Refund (write with consume set whatever decide said, and n
+-- negative for a refund): a debit logs min(n, limit) entries made now,
+-- past the limit if need be, and the set keeps its 2*limit newest entries,
+-- removing the oldest: whether a call fits depends only on the newest
+-- limit entries, so no decision changes, and the set stays bounded. The
+-- key denies until enough of them have left the window. A refund removes
+-- the newest -n entries (all of them at most, and then the key); the
+-- following decision sets a missing TTL. decide takes any n up to 2^50.
+--
 -- Cost: a string known to hold digits becomes a number by arithmetic
 -- (s + 0), sparing a call to tonumber; a number reaches redis.call as a
 -- string made with string.format('%d'), because Redis would convert it
@@ -80,10 +89,23 @@ end
 
 local function write(consume, key, now, n, allowed, limit, window, count, oldest)
   local retry, reset = 0, 0
-  if consume then
-    if n > limit then n = limit elseif n < 0 then n = 0 end
-    add(key, string.format('%d', now), count, n)
-    count = count + n
+  if consume and n < 0 then
+    -- A refund: the newest -n entries go.
+    local k = math.min(-n, count)
+    if k == count then
+      if count > 0 then redis.call('DEL', key) end
+    elseif k > 0 then
+      redis.call('ZREMRANGEBYRANK', key, string.format('%d', -k), '-1')
+    end
+    count = count - k
+  elseif consume then
+    local k = math.min(n, limit)
+    add(key, string.format('%d', now), count, k)
+    count = count + k
+    if count > 2 * limit then
+      redis.call('ZREMRANGEBYRANK', key, '0', string.format('%d', count - 2 * limit - 1))
+      count = 2 * limit
+    end
     redis.call('PEXPIRE', key, string.format('%d', math.ceil(window / 1000) + ttl_margin))
     reset = window
   elseif count > 0 then

@@ -21,7 +21,7 @@
 -- burst - ceil((TAT - now) / interval). When a smaller burst capped the
 -- tokens in use, "<tat> <f> <p> <d> <du> <burst>": tat + du µs is the
 -- uncapped TAT, rounded up to a whole µs, which counts every token in use,
--- and burst the cap (the burst that wrote it). At most 83 characters: 200
+-- and burst the cap (the burst that wrote it). At most 84 characters: 200
 -- bytes of MEMORY USAGE at the key of the longest IPv6 address. Written
 -- with SET ... PX to expire a margin after the uncapped TAT, when the
 -- state carries no information. The TTL only collects garbage.
@@ -39,7 +39,8 @@
 -- first decision under it. Tokens past a burst are so remembered, not
 -- forgotten: a key that goes back to a larger burst finds them in use,
 -- and no sequence of changes admits more than the largest burst and rate
--- allow. The uncapped TAT is kept at most max_wait (MaxWindow) away. A
+-- allow. The uncapped TAT is kept at most max_wait (MaxWindow) away, and
+-- another interval takes over at most 2^50 tokens of it. A
 -- bare integer (the format before intervals were fractions) is a TAT in
 -- whole µs under the current interval. Any other value is discarded (a
 -- full bucket) and the key is rewritten or deleted; a key of ours found
@@ -50,9 +51,24 @@
 -- string made with string.format('%d'), because Redis would convert it
 -- with a slow '%.17g'.
 --
+-- Debit and Refund (write with consume set whatever decide said, and n
+-- negative for a refund): a debit moves the TAT and the uncapped TAT by n
+-- intervals, each capped at max_wait (MaxWindow) from now, so the bucket
+-- owes what it has not got and denies until the debt has refilled at the
+-- rate; no duration exceeds MaxWindow. A key whose TAT is past now +
+-- burst*interval is in debt, and says so by a negative burst in the
+-- six-number form (the uncapped TAT as above): "<tat> <f> <p> <d> <du>
+-- -<burst>". A refund moves both back by -n intervals, never before now
+-- (a full bucket). decide takes any n up to 2^50: n intervals of more
+-- than max_wait count as max_wait + 1 µs, which every write caps anyway.
+-- The debt belongs to its burst and interval: other parameters read the
+-- key as above, the tokens in use capped at their burst.
+--
 -- Time going backwards: a TAT past now + burst*interval (more than an empty
 -- bucket) is moved back to it and written, so nothing refills and no
--- duration exceeds a full refill; the uncapped TAT stays where it is.
+-- duration exceeds a full refill; the uncapped TAT stays where it is. A
+-- key in debt is moved back only past now + max_wait; once a call finds
+-- its debt repaid, the key is rewritten without the mark.
 
 -- exact bounds the integers a double holds exactly.
 local exact = 9007199254740992
@@ -60,6 +76,10 @@ local exact = 9007199254740992
 -- max_wait is MaxWindow in µs: the longest that tokens past a smaller
 -- burst are remembered.
 local max_wait = 315360000000000
+
+-- max_tokens (2^50) bounds the tokens in use that another interval takes
+-- over.
+local max_tokens = 1125899906842624
 
 -- times returns m intervals of q + r/d µs as whole µs and a numerator
 -- over d.
@@ -97,12 +117,28 @@ end
 
 local function write(consume, key, now, n, s)
   local w, f, wu, fu, remaining, dirty = s.w, s.f, s.wu, s.fu, s.remaining, s.dirty
+  local d = s.d
   if consume then
-    w, f, remaining, dirty = s.nw, s.nf, remaining - n, true
-    wu, fu = wu + s.tw, fu + s.tf
-    if fu >= s.d then wu, fu = wu + 1, fu - s.d end
-    if wu > max_wait then wu, fu = max_wait, 0 end
+    dirty = true
+    if n > 0 then
+      w, f = s.nw, s.nf
+      wu, fu = wu + s.tw, fu + s.tf
+      if fu >= d then wu, fu = wu + 1, fu - d end
+      if w > max_wait then w, f = max_wait, 0 end
+      if wu > max_wait then wu, fu = max_wait, 0 end
+    else
+      -- A refund: n intervals back (s.tw + s.tf/d), never before now.
+      w, f = w - s.tw, f - s.tf
+      if f < 0 then w, f = w - 1, f + d end
+      if w < 0 then w, f = 0, 0 end
+      wu, fu = wu - s.tw, fu - s.tf
+      if fu < 0 then wu, fu = wu - 1, fu + d end
+      if wu < 0 then wu, fu = 0, 0 end
+    end
+    remaining = remaining - n
+    if remaining < 0 then remaining = 0 elseif remaining > s.burst then remaining = s.burst end
   end
+  local debt = w > s.capw or (w == s.capw and f > s.capf)
   -- left: until the bucket is full, in whole µs rounded up; lu: until
   -- the uncapped TAT
   local left, lu = w, wu
@@ -111,10 +147,12 @@ local function write(consume, key, now, n, s)
   if dirty then
     if lu <= 0 then
       redis.call('DEL', key)
-    elseif wu == w and fu == f then
+    elseif wu == w and fu == f and not debt then
       redis.call('SET', key, string.format('%d %d %s %s', now + w, f, s.ps, s.ds), 'PX', ttl_of(lu))
     else
-      redis.call('SET', key, string.format('%d %d %s %s %d %d', now + w, f, s.ps, s.ds, lu - w, s.burst), 'PX', ttl_of(lu))
+      local b = s.burst
+      if debt then b = -b end
+      redis.call('SET', key, string.format('%d %d %s %s %d %d', now + w, f, s.ps, s.ds, lu - w, b), 'PX', ttl_of(lu))
     end
   elseif s.v and redis.call('PTTL', key) == -1 then
     if lu > 0 then
@@ -138,10 +176,10 @@ local function decide(key, now, n, burst, ps, ds)
   local r = ps - q * d
   local capw, capf = times(burst, q, r, d)
   -- w + f/d: the TAT, from now; wu + fu/d: the uncapped TAT, from now
-  local w, f, wu, fu, dirty = 0, 0, nil, nil, false
+  local w, f, wu, fu, dirty, debt = 0, 0, nil, nil, false, false
   local v = redis.call('GET', key)
   if v then
-    local t, tf, vp, vd, du, vb = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) (%d+)$')
+    local t, tf, vp, vd, du, vb = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+) (%d+) (%-?%d+)$')
     if not t then
       t, tf, vp, vd = string.match(v, '^(%-?%d+) (%d+) (%d+) (%d+)$')
     end
@@ -152,10 +190,14 @@ local function decide(key, now, n, burst, ps, ds)
       if vp == ps and vd == ds then
         if valid(t, tf, d) and valid(tu, tuf, d) then
           w, f, wu, fu = t - now, tf, tu - now, tuf
-          if vb and vb + 0 ~= burst then
-            -- Another burst: the capped TAT is the uncapped one, capped
-            -- below at this burst.
-            w, f, dirty = wu, fu, true
+          if vb then
+            vb = vb + 0
+            if vb < 0 then vb, debt = -vb, true end
+            if vb ~= burst then
+              -- Another burst: the capped TAT is the uncapped one, capped
+              -- below at this burst, which owes no debt of another.
+              w, f, dirty, debt = wu, fu, true, false
+            end
           end
         else
           dirty = true
@@ -168,7 +210,13 @@ local function decide(key, now, n, burst, ps, ds)
           if ow > 0 or (ow == 0 and tuf > 0) then
             local oq = math.floor(op / od)
             local orr = op - oq * od
-            local most = in_use(max_wait, 0, q, r, d)
+            -- At most 2^50 tokens (MaxDebit), or max_wait of them: at the
+            -- fastest rates max_wait holds more tokens than a double
+            -- counts exactly, and in_use would never settle.
+            local most = max_tokens
+            if max_wait / (q + r / d) <= max_tokens then
+              most = math.min(in_use(max_wait, 0, q, r, d), max_tokens)
+            end
             if (ow + tuf / od) / (oq + orr / od) > most + 1 then
               used = most
             else
@@ -193,7 +241,15 @@ local function decide(key, now, n, burst, ps, ds)
   if w < 0 then w, f = 0, 0 end
   if wu < 0 then wu, fu = 0, 0 end
   if w > capw or (w == capw and f > capf) then
-    w, f, dirty = capw, capf, true
+    if not debt then
+      w, f, dirty = capw, capf, true
+    elseif w > max_wait then
+      w, f, dirty = max_wait, 0, true
+    end
+  elseif debt then
+    -- Repaid: rewritten without the mark, which would let a clock going
+    -- back hold the key past a full refill.
+    debt, dirty = false, true
   end
   if wu < w or (wu == w and fu < f) then
     wu, fu = w, f
@@ -201,6 +257,7 @@ local function decide(key, now, n, burst, ps, ds)
     wu, fu, dirty = max_wait, 0, true
   end
   local tw, tf = times(n, q, r, d)
+  if tw > max_wait then tw, tf = max_wait + 1, 0 end
   local nw, nf = w + tw, f + tf
   if nf >= d then nw, nf = nw + 1, nf - d end
   local allowed = nw < capw or (nw == capw and nf <= capf)
@@ -209,9 +266,13 @@ local function decide(key, now, n, burst, ps, ds)
     retry = nw - capw
     if nf > capf then retry = retry + 1 end
   end
+  -- In debt the bucket is empty; in_use would count up to MaxWindow of
+  -- tokens, more than a double holds exactly at the fastest rates.
+  local remaining = 0
+  if not debt then remaining = burst - in_use(w, f, q, r, d) end
   return allowed, write, {
     w = w, f = f, wu = wu, fu = fu, nw = nw, nf = nf, tw = tw, tf = tf, d = d,
-    remaining = burst - in_use(w, f, q, r, d), retry = retry, dirty = dirty,
+    capw = capw, capf = capf, remaining = remaining, retry = retry, dirty = dirty,
     v = v, ps = ps, ds = ds, burst = burst,
   }
 end

@@ -78,6 +78,20 @@ var SlidingLog = Row{
 		{0, 0, true, Denied(3, 0, 1*s, 10*s)},
 		{10 * s, 0, true, Allowed(3, 3, 0)},
 	}}},
+	// A debit logs at most limit entries and the log keeps its 2×limit
+	// newest; a refund removes the newest entries.
+	Charges: []OpTest{{Alg: redislimit.SlidingLog(3, 10*s), Steps: []OpStep{
+		{0, OpDebit, 2, Allowed(3, 1, 10*s)},
+		// 3 of the 5 logged at +1s: the call fits when they leave.
+		{1 * s, OpDebit, 5, Denied(3, 0, 10*s, 10*s)},
+		// 3 more at +2s; the two from +0 go, past the 6 newest.
+		{1 * s, OpDebit, 100, Denied(3, 0, 10*s, 10*s)},
+		{0, OpRefund, 4, Allowed(3, 1, 9*s)}, // 2 left, from +1s
+		{0, OpAllow, 1, Allowed(3, 0, 10*s)},
+		{0, OpRefund, 10, Allowed(3, 3, 0)}, // never above capacity
+		{0, OpDebit, 4, Denied(3, 0, 10*s, 10*s)},
+		{10 * s, OpPeek, 0, Allowed(3, 3, 0)},
+	}}},
 	Random: []redislimit.Algorithm{redislimit.SlidingLog(7, 10*s)},
 }
 
@@ -219,6 +233,32 @@ var TokenBucket = Row{
 			{0, 4166, false, Allowed(100003, 0, 86399316020*us)},
 			{0, 1, false, Denied(100003, 0, 179994*us, 86399316020*us)},
 			{24 * time.Hour, 0, true, Allowed(100003, 100003, 0)},
+		}},
+	},
+	// The debt refills at the rate; the TAT stops MaxWindow from now.
+	Charges: []OpTest{
+		{Alg: redislimit.TokenBucket(1, 2*s, 3), Steps: []OpStep{
+			{0, OpDebit, 2, Allowed(3, 1, 4*s)},
+			{0, OpDebit, 5, Denied(3, 0, 10*s, 14*s)}, // 4 tokens owed
+			{2 * s, OpAllow, 1, Denied(3, 0, 8*s, 12*s)},
+			{0, OpRefund, 3, Denied(3, 0, 2*s, 6*s)}, // empty, no debt
+			{0, OpRefund, 1, Allowed(3, 1, 4*s)},
+			{0, OpRefund, 10, Allowed(3, 3, 0)}, // never above capacity
+			{0, OpAllow, 3, Allowed(3, 0, 6*s)},
+			{0, OpDebit, 1 << 50, Denied(3, 0, redislimit.MaxWindow-4*s, redislimit.MaxWindow)},
+			{redislimit.MaxWindow - 6*s, OpPeek, 0, Denied(3, 0, 2*s, 6*s)},
+			{2 * s, OpAllow, 1, Allowed(3, 0, 6*s)},
+			// A clock going back holds a debt where it is.
+			{0, OpDebit, 3, Denied(3, 0, 8*s, 12*s)},
+			{-10 * s, OpPeek, 0, Denied(3, 0, 18*s, 22*s)},
+			{0, OpAllow, 1, Denied(3, 0, 18*s, 22*s)},
+		}},
+		{Name: "FractionalInterval", Alg: redislimit.TokenBucket(3, s, 3), Steps: []OpStep{
+			// 4 intervals of 333333 + 1/3 µs: 1333333 + 1/3.
+			{0, OpDebit, 4, Denied(3, 0, 666667*us, 1333334*us)},
+			{0, OpRefund, 1, Denied(3, 0, 333334*us, s)},
+			{333334 * us, OpAllow, 1, Allowed(3, 0, s)},
+			{0, OpRefund, 2, Allowed(3, 2, 333333*us)},
 		}},
 	},
 	// 7s/3 a token in the last: not a whole number of µs.
