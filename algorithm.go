@@ -3,6 +3,7 @@ package redislimit
 import (
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 )
 
@@ -44,7 +45,7 @@ type Result struct {
 
 // Algorithm is a rate-limiting algorithm: a Lua body that decides, and
 // the arguments it takes. [FixedWindow], [SlidingLog], [SlidingWindow],
-// [TokenBucket] and [All] return the package's own; implement it in any
+// [TokenBucket], [CalendarQuota] and [All] return the package's own; implement it in any
 // package to add another. The [Limiter] assembles the script it runs from
 // the body and gives the algorithm everything else: key handling,
 // validation, the time source, reply checking, batching, failure
@@ -218,13 +219,15 @@ type Quota struct {
 	// Window is the time the limit spans: the window of [FixedWindow],
 	// [SlidingLog] and [SlidingWindow]; for [TokenBucket], the time an
 	// empty bucket takes to fill (burst × per / rate, rounded up to a
-	// whole µs); for an algorithm defined elsewhere, what its
+	// whole µs); for [CalendarQuota], the length of the current period
+	// on the limiter's clock (a day of 23 to 25 hours, a month of 28 to
+	// 31 days); for an algorithm defined elsewhere, what its
 	// Window method returns, or 0 without one.
 	Window time.Duration
 }
 
-// quotasOf returns the quotas of alg: one per part of an All.
-func quotasOf(alg Algorithm) []Quota {
+// quotasOf returns the quotas of alg at now: one per part of an All.
+func quotasOf(alg Algorithm, now time.Time) []Quota {
 	parts := []Algorithm{alg}
 	if a, ok := alg.(allOf); ok {
 		parts = a.parts
@@ -232,11 +235,62 @@ func quotasOf(alg Algorithm) []Quota {
 	q := make([]Quota, len(parts))
 	for i, p := range parts {
 		q[i].Limit = p.Limit()
-		if w, ok := p.(windowed); ok {
+		if w, ok := p.(interface{ windowAt(time.Time) time.Duration }); ok {
+			q[i].Window = w.windowAt(now) // a calendar period's length varies
+		} else if w, ok := p.(windowed); ok {
 			q[i].Window = max(w.Window(), 0)
 		}
 	}
 	return q
+}
+
+// periodic is an algorithm whose arguments depend on the time (those of
+// [CalendarQuota], and an [All] with such a part). The Limiter keeps the
+// arguments of its clock's current span and asks for them again only when
+// its clock leaves that span.
+type periodic interface {
+	// argsAt appends to dst the arguments for a client whose clock reads
+	// now (µs since the Unix epoch), and returns them with the span
+	// [from, until) of client times for which they are the same.
+	argsAt(dst []any, now int64) (args []any, from, until int64)
+	// identity tells the parameters apart whatever the time: equal
+	// strings for equal parameters, for [Limiter.Using].
+	identity() string
+}
+
+// periodicOf returns alg as a periodic algorithm, or nil when its
+// arguments do not depend on the time.
+func periodicOf(alg Algorithm) periodic {
+	if a, ok := alg.(allOf); ok && !a.periodic {
+		return nil
+	}
+	p, _ := alg.(periodic)
+	return p
+}
+
+// periodArgs is the arguments of a periodic algorithm for the client
+// times [from, until). It does not change once made.
+type periodArgs struct {
+	args        []any
+	from, until int64
+}
+
+// periodCache holds a periodic algorithm's arguments for the span its
+// Limiter's clock is in. Its methods are safe for concurrent use; at
+// allocates only when the clock has left the span.
+type periodCache struct {
+	alg periodic
+	cur atomic.Pointer[periodArgs]
+}
+
+// at returns the arguments for the client time now (µs).
+func (c *periodCache) at(now int64) []any {
+	if p := c.cur.Load(); p != nil && p.from <= now && now < p.until {
+		return p.args
+	}
+	args, from, until := c.alg.argsAt(nil, now)
+	c.cur.Store(&periodArgs{args: args, from: from, until: until})
+	return args
 }
 
 // argsAppender is an algorithm of the package's, whose Args is

@@ -2,7 +2,9 @@ package redislimit
 
 import (
 	"fmt"
+	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redislimit/redislimit/internal/luascript"
@@ -77,7 +79,11 @@ func All(algs ...Algorithm) Algorithm {
 		}
 		bodies[i], argc[i] = p.Body(), len(pa)
 		a.args = append(a.args, pa...)
+		if periodicOf(p) != nil {
+			a.periodic = true
+		}
 	}
+	a.argc = argc
 	a.src = luascript.Assemble(bodies, argc, TTLMargin)
 	return a
 }
@@ -85,9 +91,13 @@ func All(algs ...Algorithm) Algorithm {
 // allOf is the Algorithm that All returns.
 type allOf struct {
 	parts []Algorithm
-	args  []any  // the parts' arguments, one after another
+	args  []any  // the parts' arguments, one after another, when All was called
+	argc  []int  // how many of args each part has
 	src   string // the script
 	err   error  // why the parts cannot be combined
+	// periodic is set when a part's arguments depend on the time: the
+	// Limiter then takes them from argsAt.
+	periodic bool
 }
 
 func (allOf) Name() string  { return "all" }
@@ -106,8 +116,51 @@ func (a allOf) Limit() int {
 }
 
 // Args returns the parts' arguments, one after another: the script's
-// ARGV[4] onwards. All reads them once, when it is called.
-func (a allOf) Args() ([]any, error) { return a.args, a.err }
+// ARGV[4] onwards. All reads them once, when it is called, except those
+// that depend on the time ([CalendarQuota]'s), which are read now.
+func (a allOf) Args() ([]any, error) {
+	if a.err == nil && a.periodic {
+		args, _, _ := a.argsAt(nil, time.Now().UnixMicro())
+		return args, nil
+	}
+	return a.args, a.err
+}
+
+// argsAt implements periodic: the parts' arguments at now, the time
+// dependent ones computed, the others as All read them; they hold while
+// every part's do.
+func (a allOf) argsAt(dst []any, now int64) (args []any, from, until int64) {
+	from, until = math.MinInt64, math.MaxInt64
+	off := 0
+	for i, p := range a.parts {
+		if pp := periodicOf(p); pp != nil {
+			var f, u int64
+			dst, f, u = pp.argsAt(dst, now)
+			from, until = max(from, f), min(until, u)
+		} else {
+			dst = append(dst, a.args[off:off+a.argc[i]]...)
+		}
+		off += a.argc[i]
+	}
+	return dst, from, until
+}
+
+// identity implements periodic: the parts' names and parameters, in
+// order.
+func (a allOf) identity() string {
+	var b strings.Builder
+	off := 0
+	for i, p := range a.parts {
+		b.WriteString(p.Name())
+		if pp := periodicOf(p); pp != nil {
+			b.WriteString(strconv.Quote(pp.identity()))
+		} else {
+			fmt.Fprint(&b, a.args[off:off+a.argc[i]])
+		}
+		off += a.argc[i]
+	}
+	return b.String()
+}
 
 // Body returns "": All's script is assembled from its parts' bodies
 // (script), and All takes part in another All by being flattened.
@@ -116,7 +169,7 @@ func (allOf) Body() string { return "" }
 // Window returns the longest of the parts' windows.
 func (a allOf) Window() time.Duration {
 	var w time.Duration
-	for _, q := range quotasOf(a) {
+	for _, q := range quotasOf(a, time.Now()) {
 		w = max(w, q.Window)
 	}
 	return w

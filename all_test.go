@@ -474,6 +474,7 @@ func FuzzAll(f *testing.F) {
 	f.Add("{k}", 2, uint8(3), 2, int64(time.Millisecond), uint8(1), 0, int64(time.Second))
 	f.Add("", 1, uint8(2), 1, int64(time.Second), uint8(3), 1, int64(-5))
 	f.Add("k", 3, uint8(4), 4, int64(time.Second), uint8(1), 6, int64(time.Minute))
+	f.Add("k", 2, uint8(5), 4, int64(31*24*time.Hour), uint8(3), 6, int64(time.Minute))
 	m := redistest.Mini(f)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	f.Cleanup(func() { _ = c.Close() })

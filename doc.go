@@ -22,6 +22,9 @@
 //     window's meaning and constant state.
 //   - [TokenBucket]: a bucket of burst tokens refilling at rate per period.
 //     Smooth, constant state; the usual choice for APIs.
+//   - [CalendarQuota]: at most limit units per calendar hour, day, week or
+//     month of a time zone, reset at the period's start (local midnight
+//     for days, across DST changes); quotas as billing plans state them.
 //   - [All]: several limits on one key at once (10 a second and 10,000 a
 //     day), in one script; a call is admitted only when every part admits
 //     it, and a denied call consumes from none.

@@ -395,3 +395,38 @@ func ExampleWithShadowMode() {
 	// allowed=true shadowed=false remaining=0
 	// allowed=true shadowed=true remaining=0
 }
+
+func ExampleCalendarQuota() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// 3 calls a day per tenant, reset at midnight in New York. The fake
+	// clock starts at 22:00 on 2026-03-08, the day DST starts there: a
+	// day of 23 hours.
+	ny, err := time.LoadLocation("America/New_York")
+	if err != nil {
+		panic(err)
+	}
+	now := time.Date(2026, 3, 8, 22, 0, 0, 0, ny)
+	lim, err := redislimit.New(rdb, redislimit.CalendarQuota(3, redislimit.Daily, ny),
+		redislimit.WithClock(func() time.Time { return now }))
+	if err != nil {
+		panic(err)
+	}
+	fmt.Println("today lasts", lim.Quotas()[0].Window)
+	for i := 0; i < 4; i++ {
+		res, _ := lim.Allow(ctx, "tenant-42")
+		fmt.Printf("allowed=%v remaining=%d retry after %v\n", res.Allowed, res.Remaining, res.RetryAfter)
+	}
+	now = now.Add(2 * time.Hour) // midnight: a new day
+	res, _ := lim.Allow(ctx, "tenant-42")
+	fmt.Printf("allowed=%v remaining=%d full again in %v\n", res.Allowed, res.Remaining, res.ResetAfter)
+	// Output:
+	// today lasts 23h0m0s
+	// allowed=true remaining=2 retry after 0s
+	// allowed=true remaining=1 retry after 0s
+	// allowed=true remaining=0 retry after 0s
+	// allowed=false remaining=0 retry after 2h0m0s
+	// allowed=true remaining=2 full again in 24h0m0s
+}

@@ -37,3 +37,7 @@ func CarryLocal(alg LocalAlgorithm, from LocalState, now int64) LocalState {
 	}
 	return st
 }
+
+// PeriodArgs returns the arguments that l, on a [CalendarQuota] or an All
+// with one, sends for a client whose clock reads now (µs).
+func PeriodArgs(l *Limiter, now int64) []any { return l.periods.at(now) }

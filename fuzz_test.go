@@ -41,7 +41,7 @@ func fuzzAlgorithm(which uint8, limit int, span int64) redislimit.Algorithm {
 // contract. The Redis-backed limiter runs on miniredis.
 func FuzzAllowN(f *testing.F) {
 	// which picks a row of algtest.Rows: 0 FixedWindow, 1 SlidingLog,
-	// 2 SlidingWindow, 3 TokenBucket, 4 All.
+	// 2 SlidingWindow, 3 TokenBucket, 4 All, 5 CalendarQuota.
 	f.Add("user", 1, uint8(0), 5, int64(time.Minute), 1)
 	f.Add("", 1, uint8(1), 5, int64(time.Minute), 1)
 	f.Add("k", 0, uint8(3), 5, int64(time.Second), 2)
@@ -52,6 +52,8 @@ func FuzzAllowN(f *testing.F) {
 	f.Add("k", 1, uint8(3), 1<<40, int64(time.Hour), -3)
 	f.Add("k", 2, uint8(2), 5, int64(time.Minute), 1)
 	f.Add("k", 2, uint8(4), 5, int64(time.Minute), 2)
+	f.Add("k", 3, uint8(5), 5, int64(24*time.Hour), 2)
+	f.Add("k", 1, uint8(5), 5, int64(0), 1)
 	m := redistest.Mini(f)
 	c := redis.NewClient(&redis.Options{Addr: m.Addr()})
 	f.Cleanup(func() { _ = c.Close() })

@@ -96,6 +96,11 @@ type Limiter struct {
 	observe Observer // nil: none
 	alg     Algorithm
 
+	// periods holds the ARGV[4:] of an algorithm whose arguments depend
+	// on the time ([CalendarQuota]), for the current span of the clock;
+	// nil for any other, which sends args.
+	periods *periodCache
+
 	local       *localStore    // NewLocal, or the FailLocal fallback: the store of this kind of algorithm
 	localAlg    LocalAlgorithm // the algorithm, when local is set
 	localLimit  int            // the local capacity
@@ -190,6 +195,10 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 	}
 	l.alg, l.name, l.title, l.limit, l.args = alg, name, titleOf(alg), alg.Limit(), args
 	l.parts, l.partKeys = nil, nil
+	l.periods = nil
+	if p := periodicOf(alg); p != nil {
+		l.periods = &periodCache{alg: p}
+	}
 	l.local, l.localAlg, l.localLimit, l.localPeriod = nil, nil, 0, 0
 	all, isAll := alg.(allOf)
 	if isAll {
@@ -234,6 +243,10 @@ func paramsOf(alg Algorithm, prog *program, args []any) any {
 	if comparableAlg(alg) {
 		return alg
 	}
+	if p := periodicOf(alg); p != nil {
+		// Its arguments change with the time; its parameters do not.
+		return paramsID{prog: prog, name: alg.Name(), args: p.identity()}
+	}
 	return paramsID{prog: prog, name: alg.Name(), args: fmt.Sprint(args...)}
 }
 
@@ -268,7 +281,8 @@ type paramsID struct {
 // [FixedWindow], [SlidingLog], [SlidingWindow] and [TokenBucket]) is found
 // by its value, without checking it again; any other (an [All], or a type
 // holding pointers or slices) is checked and found by its arguments and
-// script, which costs more. It returns the errors of [New]:
+// script, which costs more; a [CalendarQuota], whose arguments change
+// with the time, by its limit, period and zone. It returns the errors of [New]:
 // [ErrNilAlgorithm], or one wrapping [ErrInvalidConfig] for invalid
 // parameters or, on an in-process Limiter, an algorithm that cannot run
 // in process memory; and errors.Is(err, ErrInvalidConfig) for a Limiter
@@ -335,7 +349,11 @@ func (l *Limiter) Quotas() []Quota {
 	if l.alg == nil {
 		return nil
 	}
-	q := quotasOf(l.alg)
+	t := time.Now()
+	if l.now != nil {
+		t = l.now()
+	}
+	q := quotasOf(l.alg, t)
 	if l.client == nil {
 		for i := range q {
 			q[i].Limit = int(localUnits(q[i].Limit, l.instances))
@@ -592,13 +610,21 @@ func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
 // prepareMode returns the request to run l's script on key at now in
 // mode, one of luascript's modes.
 func (l *Limiter) prepareMode(key string, n int, mode string, now int64) request {
-	r := l.request(l.prog, key, 3+len(l.args))
+	args := l.args
+	if l.periods != nil {
+		at := now
+		if l.now == nil {
+			at = time.Now().UnixMicro()
+		}
+		args = l.periods.at(at)
+	}
+	r := l.request(l.prog, key, 3+len(args))
 	// Constant strings held in an any allocate nothing.
 	var t any = ""
 	if l.now != nil {
 		t = now
 	}
-	r.line = append(append(r.line, t, n, mode), l.args...)
+	r.line = append(append(r.line, t, n, mode), args...)
 	return r
 }
 

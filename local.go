@@ -14,7 +14,7 @@ const MaxLocalKeys = 1 << 17
 
 // LocalAlgorithm is an [Algorithm] that can also decide in process memory,
 // for [NewLocal] and the [FailLocal] policy. [FixedWindow], [SlidingLog],
-// [SlidingWindow], [TokenBucket] and [All] (when all its parts do)
+// [SlidingWindow], [TokenBucket], [CalendarQuota] and [All] (when all its parts do)
 // implement it. An algorithm defined elsewhere may implement
 // it too; without it, [NewLocal] and [FailLocal] refuse the algorithm with
 // [ErrInvalidConfig].

@@ -43,6 +43,13 @@ type Row struct {
 	// configuration for keys saturated beforehand.
 	Tight redislimit.Algorithm
 
+	// MinPeriod is the shortest period that New honours; 0 when it
+	// honours every period from 1ms. Given a shorter one (but at least
+	// 1ms), New returns a valid configuration whose key takes up to
+	// MinPeriod to be full again, and the tests that need a shorter
+	// period skip the row.
+	MinPeriod time.Duration
+
 	// Exact reports whether Remaining after n calls of cost 1 on a fresh
 	// key of Large is exactly Large's capacity minus n; not so for a
 	// bucket, which refills meanwhile.

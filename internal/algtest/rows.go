@@ -2,6 +2,7 @@ package algtest
 
 import (
 	"time"
+	_ "time/tzdata" // the calendar tables' zones, on any system
 
 	"github.com/redislimit/redislimit"
 )
@@ -9,7 +10,7 @@ import (
 // Rows is every algorithm of redislimit, one row each; the tests and
 // benchmarks that cover every algorithm range over it. The fuzz targets
 // pick a row by index, so a new row goes at the end.
-var Rows = []Row{FixedWindow, SlidingLog, SlidingWindow, TokenBucket, All}
+var Rows = []Row{FixedWindow, SlidingLog, SlidingWindow, TokenBucket, All, CalendarQuota}
 
 const (
 	s  = time.Second
@@ -306,4 +307,153 @@ var All = Row{
 		{0, OpAllow, 2, Whole(Allowed(2, 0, 4*s), Allowed(3, 0, 6*s))},
 	}}},
 	Random: []redislimit.Algorithm{redislimit.All(redislimit.SlidingWindow(6, 5*s), redislimit.TokenBucket(1, s, 4), redislimit.SlidingLog(9, 20*s))},
+}
+
+// Zones of the calendar step tables: DST days of 23 and 25 hours, and a
+// half-hour offset.
+var (
+	NewYork = mustZone("America/New_York")
+	Paris   = mustZone("Europe/Paris")
+	Kolkata = mustZone("Asia/Kolkata")
+)
+
+func mustZone(name string) *time.Location {
+	loc, err := time.LoadLocation(name) // from time/tzdata when the system has none
+	if err != nil {
+		panic(err)
+	}
+	return loc
+}
+
+// after returns how long after Epoch t is: the Advance that takes a fake
+// clock started at Epoch to t.
+func after(t time.Time) time.Duration { return t.Sub(Epoch) }
+
+// calendarPeriod returns the calendar period of CalendarQuota's New: the
+// longest whose periods last at most period, so that an exhausted key is
+// full again within it; an hour for anything shorter, and no period (an
+// invalid configuration) for less than 1ms.
+func calendarPeriod(period time.Duration) redislimit.Period {
+	const day = 24 * time.Hour
+	switch {
+	case period < time.Millisecond:
+		return 0
+	case period < day:
+		return redislimit.Hourly // up to an hour to be full again: see MinPeriod
+	case period < 7*day:
+		return redislimit.Daily // days of UTC, 24 hours each
+	case period < 31*day:
+		return redislimit.Weekly
+	}
+	return redislimit.Monthly
+}
+
+// CalendarQuota is the row of [redislimit.CalendarQuota]. Its periods are
+// an hour or more, so New honours no period under an hour (MinPeriod),
+// and its Random configurations are hourly and daily periods of zones
+// offset so that a period ends within the first two minutes of the
+// comparison: calls on a one-second grid cross one boundary rather than
+// many. Epoch is on the hour, so Small's key, exhausted at Epoch, is full
+// an hour later.
+var CalendarQuota = Row{
+	Name: "CalendarQuota",
+	New: func(limit int, period time.Duration) redislimit.Algorithm {
+		return redislimit.CalendarQuota(limit, calendarPeriod(period), nil)
+	},
+	Small:     redislimit.CalendarQuota(5, redislimit.Hourly, nil),
+	Refill:    time.Hour,
+	MinPeriod: time.Hour,
+	Large:     redislimit.CalendarQuota(1<<40, redislimit.Daily, nil),
+	Tight:     redislimit.CalendarQuota(TightLimit, redislimit.Hourly, nil),
+	Exact:     true,
+	Local:     true,
+	Steps: []StepTest{
+		{Name: "Hourly", Alg: redislimit.CalendarQuota(3, redislimit.Hourly, nil), Steps: []Step{
+			{0, 0, true, Allowed(3, 3, 0)},
+			{0, 1, false, Allowed(3, 2, time.Hour)},
+			{20 * time.Minute, 2, false, Allowed(3, 0, 40*time.Minute)},
+			{0, 1, false, Denied(3, 0, 40*time.Minute, 40*time.Minute)},
+			{40*time.Minute - us, 1, false, Denied(3, 0, us, us)},
+			{us, 1, false, Allowed(3, 2, time.Hour)}, // 13:00, a new hour
+			// The clock goes back 2h30m, to 10:30: the count stays, in
+			// the hour of the new time, which ends at 11:00.
+			{-150 * time.Minute, 2, false, Allowed(3, 0, 30*time.Minute)},
+			{0, 1, false, Denied(3, 0, 30*time.Minute, 30*time.Minute)},
+			{30 * time.Minute, 0, true, Allowed(3, 3, 0)},
+		}},
+		{Name: "NewYorkDST", Alg: redislimit.CalendarQuota(3, redislimit.Daily, NewYork), Steps: []Step{
+			// 2026-03-08 lasts 23 hours: 00:30 EST to midnight EDT is 22h30m.
+			{after(time.Date(2026, 3, 8, 0, 30, 0, 0, NewYork)), 1, false, Allowed(3, 2, 22*time.Hour+30*time.Minute)},
+			{22*time.Hour + 30*time.Minute - s, 2, false, Allowed(3, 0, s)},
+			{0, 1, false, Denied(3, 0, s, s)},
+			{s, 0, true, Allowed(3, 3, 0)}, // 2026-03-09 00:00 EDT
+			// 2026-11-01 lasts 25 hours.
+			{after(time.Date(2026, 11, 1, 0, 0, 0, 0, NewYork)) - after(time.Date(2026, 3, 9, 0, 0, 0, 0, NewYork)), 3, false, Allowed(3, 0, 25*time.Hour)},
+			{24 * time.Hour, 1, false, Denied(3, 0, time.Hour, time.Hour)}, // 23:00 EST
+			{time.Hour, 1, false, Allowed(3, 2, 24*time.Hour)},
+		}},
+		{Name: "ParisDST", Alg: redislimit.CalendarQuota(3, redislimit.Daily, Paris), Steps: []Step{
+			// 2026-03-29 lasts 23 hours, from 23:00 UTC the day before.
+			{after(time.Date(2026, 3, 29, 0, 0, 0, 0, Paris)) - s, 3, false, Allowed(3, 0, s)},
+			{s, 3, false, Allowed(3, 0, 23*time.Hour)},
+			{22 * time.Hour, 1, false, Denied(3, 0, time.Hour, time.Hour)},
+			{time.Hour, 1, false, Allowed(3, 2, 24*time.Hour)},
+			// 2026-10-25 lasts 25 hours, from 22:00 UTC the day before.
+			{after(time.Date(2026, 10, 25, 0, 0, 0, 0, Paris)) - after(time.Date(2026, 3, 30, 0, 0, 0, 0, Paris)), 3, false, Allowed(3, 0, 25*time.Hour)},
+			{24 * time.Hour, 1, false, Denied(3, 0, time.Hour, time.Hour)}, // 23:00 CET
+			{time.Hour, 0, true, Allowed(3, 3, 0)},
+		}},
+		{Name: "KolkataHours", Alg: redislimit.CalendarQuota(2, redislimit.Hourly, Kolkata), Steps: []Step{
+			// Epoch, 12:00 UTC, is 17:30 IST: the hour from 17:00 IST
+			// ends at 12:30 UTC, and hours start at half past UTC hours.
+			{0, 2, false, Allowed(2, 0, 30*time.Minute)},
+			{30*time.Minute - s, 1, false, Denied(2, 0, s, s)},
+			{s, 1, false, Allowed(2, 1, time.Hour)}, // 18:00 IST
+			{30 * time.Minute, 1, false, Allowed(2, 0, 30*time.Minute)},
+		}},
+		{Name: "WeeksFromMonday", Alg: redislimit.CalendarQuota(2, redislimit.Weekly, nil), Steps: []Step{
+			// Epoch is a Sunday, noon: the week ends at midnight.
+			{0, 2, false, Allowed(2, 0, 12*time.Hour)},
+			{0, 1, false, Denied(2, 0, 12*time.Hour, 12*time.Hour)},
+			{12 * time.Hour, 1, false, Allowed(2, 1, 7*24*time.Hour)},
+			{7*24*time.Hour - time.Hour, 1, false, Allowed(2, 0, time.Hour)},
+			{0, 1, false, Denied(2, 0, time.Hour, time.Hour)},
+			{time.Hour, 0, true, Allowed(2, 2, 0)},
+		}},
+		{Name: "MonthEnds", Alg: redislimit.CalendarQuota(2, redislimit.Monthly, Paris), Steps: []Step{
+			// 2027-01-31 23:00 in Paris; February 2027 has 28 days.
+			{after(time.Date(2027, 1, 31, 23, 0, 0, 0, Paris)), 2, false, Allowed(2, 0, time.Hour)},
+			{0, 1, false, Denied(2, 0, time.Hour, time.Hour)},
+			{time.Hour, 1, false, Allowed(2, 1, 28*24*time.Hour)},
+			// February 2028 has 29 days.
+			{after(time.Date(2028, 2, 29, 12, 0, 0, 0, Paris)) - after(time.Date(2027, 2, 1, 0, 0, 0, 0, Paris)), 2, false, Allowed(2, 0, 12*time.Hour)},
+			{12*time.Hour - s, 1, false, Denied(2, 0, s, s)},
+			{s, 1, false, Allowed(2, 1, 31*24*time.Hour-time.Hour)}, // March: DST takes an hour
+		}},
+		{Name: "LeapDay", Alg: redislimit.CalendarQuota(1, redislimit.Daily, nil), Steps: []Step{
+			{after(time.Date(2028, 2, 28, 23, 59, 0, 0, time.UTC)), 1, false, Allowed(1, 0, time.Minute)},
+			{time.Minute, 1, false, Allowed(1, 0, 24*time.Hour)}, // 2028-02-29
+			{24*time.Hour - s, 1, false, Denied(1, 0, s, s)},
+			{s, 1, false, Allowed(1, 0, 24*time.Hour)}, // 2028-03-01
+		}},
+	},
+	// Debt keeps the period denied until it ends; a refund to nothing
+	// deletes the key.
+	Charges: []OpTest{{Alg: redislimit.CalendarQuota(3, redislimit.Hourly, nil), Steps: []OpStep{
+		{0, OpDebit, 2, Allowed(3, 1, time.Hour)},
+		{10 * time.Minute, OpDebit, 5, Denied(3, 0, 50*time.Minute, 50*time.Minute)},
+		{0, OpAllow, 1, Denied(3, 0, 50*time.Minute, 50*time.Minute)},
+		{0, OpRefund, 3, Denied(3, 0, 50*time.Minute, 50*time.Minute)}, // 4 of 3 still owed
+		{0, OpRefund, 2, Allowed(3, 1, 50*time.Minute)},
+		{0, OpRefund, 10, Allowed(3, 3, 0)}, // never above capacity
+		{0, OpDebit, 100, Denied(3, 0, 50*time.Minute, 50*time.Minute)},
+		{50 * time.Minute, OpPeek, 0, Allowed(3, 3, 0)},
+		{0, OpAllow, 1, Allowed(3, 2, time.Hour)},
+	}}},
+	Random: []redislimit.Algorithm{
+		// Hours that start at 1m40s past the UTC hour.
+		redislimit.CalendarQuota(7, redislimit.Hourly, time.FixedZone("UTC-00:01:40", -100)),
+		// Days that start at 12:02:30 UTC.
+		redislimit.CalendarQuota(5, redislimit.Daily, time.FixedZone("UTC+11:57:30", 12*3600-150)),
+	},
 }
