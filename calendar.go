@@ -62,7 +62,16 @@ func (p Period) start(t time.Time) time.Time {
 		if into < 0 {
 			into += 3600
 		}
-		return time.Unix(t.Unix()-into, 0).In(t.Location())
+		s := time.Unix(t.Unix()-into, 0).In(t.Location())
+		// A change of offset since that whole hour (by half an hour, the
+		// clock going back) starts a period: the hour before it ended
+		// there, and the periods do not overlap.
+		if zs, _ := t.ZoneBounds(); zs.After(s) {
+			if _, before := zs.Add(-time.Second).Zone(); before != off {
+				s = zs
+			}
+		}
+		return s
 	}
 	y, m, d := t.Date()
 	switch p {
@@ -78,7 +87,13 @@ func (p Period) start(t time.Time) time.Time {
 // s, which start returned.
 func (p Period) next(s time.Time) time.Time {
 	if p == Hourly {
-		return s.Add(time.Hour)
+		// The next whole hour, or sooner where the offset changed by half
+		// an hour: the start of the period that holds the hour's end.
+		n := s.Add(time.Hour)
+		if st := p.start(n); st.After(s) {
+			return st
+		}
+		return n
 	}
 	y, m, d := s.Date()
 	switch p {

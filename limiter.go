@@ -608,8 +608,9 @@ func (l *Limiter) prepare(key string, n int, consume bool, now int64) request {
 }
 
 // prepareMode returns the request to run l's script on key at now in
-// mode, one of luascript's modes.
-func (l *Limiter) prepareMode(key string, n int, mode string, now int64) request {
+// mode, one of luascript's modes: a constant, which an any holds without
+// allocating.
+func (l *Limiter) prepareMode(key string, n int, mode any, now int64) request {
 	args := l.args
 	if l.periods != nil {
 		at := now
