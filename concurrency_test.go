@@ -559,3 +559,47 @@ func TestConcurrencyRoundTripsAndObserver(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkConcurrencyAcquireRelease measures one Acquire and one Release
+// on redis-server: round trips per pair, and the Redis-side µs of each.
+func BenchmarkConcurrencyAcquireRelease(b *testing.B) {
+	s := redistest.Start(b)
+	c := s.Client()
+	counting := &counter{}
+	c.AddHook(counting)
+	cc, err := redislimit.NewConcurrency(c, 1, time.Minute, redislimit.WithPrefix("bench:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if l, _, err := cc.Acquire(ctx, "warm"); err != nil || l.Release(ctx) != nil {
+		b.Fatal(err)
+	}
+	counting.reset()
+	if err := c.ConfigResetStat(ctx).Err(); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for b.Loop() {
+		l, r, err := cc.Acquire(ctx, "k")
+		if err != nil || !r.Allowed {
+			b.Fatalf("Acquire = %+v, %v", r, err)
+		}
+		if err := l.Release(ctx); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	rt, _ := counting.snapshot()
+	b.ReportMetric(float64(rt)/float64(b.N), "roundtrips/op")
+	info, err := c.Info(ctx, "commandstats").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, line := range strings.Split(info, "\n") {
+		if strings.HasPrefix(line, "cmdstat_evalsha:") {
+			b.Log(strings.TrimSpace(line))
+		}
+	}
+}
