@@ -104,6 +104,16 @@
 // kind, or All's parts in other positions, have keys of their own. The
 // deny cache reuses a denial only under the parameters that gave it.
 //
+// # In-flight limits
+//
+// [Concurrency] bounds how many calls per key run at once, rather than
+// how many start per period: [Concurrency.Acquire] takes a [Lease] when
+// fewer than the limit are held, [Lease.Release] gives it back, and a
+// lease not released ends ttl after it was taken or last extended
+// ([Lease.Extend]), so the slot of a process that crashed comes back by
+// itself. Its Redis key is prefix + "cc:{" + K + "}", a sorted set of
+// lease tokens scored by expiry; each call is one script call.
+//
 // # Costs known after the work
 //
 // [Limiter.Debit] charges units for work already done, even past the

@@ -143,9 +143,27 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 	if err != nil {
 		return nil, err
 	}
+	l, err := configure(client, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := l.bind(alg, args); err != nil {
+		return nil, err
+	}
+	if client != nil {
+		l.sender = newSender(client, l.timeout, l.maxBatch)
+		if l.denyKeys > 0 {
+			l.denials = newDenials(l.denyKeys)
+		}
+	}
+	return l, nil
+}
+
+// configure returns a Limiter on client (nil: in process) with opts
+// applied and checked, bound to no algorithm and with no sender yet.
+func configure(client redis.Scripter, opts []Option) (*Limiter, error) {
 	l := &Limiter{
 		client:    client,
-		title:     titleOf(alg),
 		prefix:    DefaultPrefix,
 		instances: 1,
 		timeout:   DefaultTimeout,
@@ -173,15 +191,6 @@ func build(client redis.Scripter, alg Algorithm, opts []Option) (*Limiter, error
 		return nil, fmt.Errorf("%w: deny cache of %d keys, want at least 1", ErrInvalidConfig, l.denyKeys)
 	case l.maxBatch < 1:
 		return nil, fmt.Errorf("%w: batch size %d, want at least 1", ErrInvalidConfig, l.maxBatch)
-	}
-	if err := l.bind(alg, args); err != nil {
-		return nil, err
-	}
-	if client != nil {
-		l.sender = newSender(client, l.timeout, l.maxBatch)
-		if l.denyKeys > 0 {
-			l.denials = newDenials(l.denyKeys)
-		}
 	}
 	return l, nil
 }

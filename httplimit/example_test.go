@@ -126,3 +126,37 @@ func ExampleWithLimiterFunc() {
 	// free: 429 Too Many Requests "default";r=0;t=60
 	// pro: 200 OK "default";q=100;w=60 "default";r=96;t=60
 }
+
+// At most one report per client in flight: a second request while the
+// first runs gets 429.
+func ExampleNewConcurrency() {
+	mr := miniredis.NewMiniRedis()
+	if err := mr.Start(); err != nil {
+		panic(err)
+	}
+	defer mr.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: mr.Addr()})
+	defer rdb.Close()
+
+	cc, err := redislimit.NewConcurrency(rdb, 1, time.Minute)
+	if err != nil {
+		panic(err)
+	}
+	mw, err := httplimit.NewConcurrency(cc)
+	if err != nil {
+		panic(err)
+	}
+	var h http.Handler
+	h = mw.Handler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// While this request runs, another from the same client is refused.
+		inner := httptest.NewRecorder()
+		h.ServeHTTP(inner, httptest.NewRequest(http.MethodGet, "/report", nil))
+		fmt.Println("meanwhile:", inner.Result().Status, "Retry-After", inner.Result().Header.Get("Retry-After"))
+	}))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, httptest.NewRequest(http.MethodGet, "/report", nil))
+	fmt.Println("first:", w.Result().Status)
+	// Output:
+	// meanwhile: 429 Too Many Requests Retry-After 60
+	// first: 200 OK
+}

@@ -8,7 +8,9 @@
 //	http.ListenAndServe(addr, mw.Handler(mux))
 //
 // [WithLimiterFunc] chooses the limiter per request, for a limit per plan
-// or tenant.
+// or tenant. [NewConcurrency] limits the requests in flight per key
+// instead, with a [redislimit.Concurrency]: each holds a lease while it
+// is served.
 //
 // By default each request costs 1 on the key of its client's IP address:
 // the connection's peer, or, only when the peer is a trusted proxy, the
@@ -96,6 +98,7 @@ type Middleware struct {
 	onError   func(http.ResponseWriter, *http.Request, error)
 	legacy    bool
 	choose    func(*http.Request) (*redislimit.Limiter, error) // nil: lim for every request
+	conc      *redislimit.Concurrency                          // NewConcurrency's; nil for New
 
 	fixed    *policy  // lim's; nil when lim is nil
 	policies sync.Map // *redislimit.Limiter → *policy, for the limiters choose returned
@@ -211,33 +214,48 @@ func WithLimiterFunc(f func(*http.Request) (*redislimit.Limiter, error)) Option 
 // that [WithLimiterFunc] chooses. It returns [ErrNilLimiter] when lim is
 // nil without WithLimiterFunc, or an error wrapping [ErrInvalidOption].
 func New(lim *redislimit.Limiter, opts ...Option) (*Middleware, error) {
+	m := withOptions(lim, opts)
+	if lim == nil && m.choose == nil {
+		return nil, ErrNilLimiter
+	}
+	if err := m.check(); err != nil {
+		return nil, err
+	}
+	if lim != nil {
+		m.fixed = m.newPolicy(lim)
+	}
+	return m, nil
+}
+
+// withOptions returns a Middleware on lim with opts applied, unchecked.
+func withOptions(lim *redislimit.Limiter, opts []Option) *Middleware {
 	m := &Middleware{lim: lim, v6Bits: 64, name: "default"}
 	for _, o := range opts {
 		if o != nil {
 			o(m)
 		}
 	}
-	if lim == nil && m.choose == nil {
-		return nil, ErrNilLimiter
-	}
+	return m
+}
+
+// check returns an error wrapping ErrInvalidOption when an option of m is
+// out of range.
+func (m *Middleware) check() error {
 	if m.v6Bits < 1 || m.v6Bits > 128 {
-		return nil, fmt.Errorf("%w: IPv6 prefix of %d bits, want 1 to 128", ErrInvalidOption, m.v6Bits)
+		return fmt.Errorf("%w: IPv6 prefix of %d bits, want 1 to 128", ErrInvalidOption, m.v6Bits)
 	}
 	if len(m.name) < 1 || len(m.name) > 64 || strings.IndexFunc(m.name, func(r rune) bool { return r < 0x20 || r > 0x7e }) >= 0 {
-		return nil, fmt.Errorf("%w: policy name %q, want 1 to 64 printable ASCII characters", ErrInvalidOption, m.name)
+		return fmt.Errorf("%w: policy name %q, want 1 to 64 printable ASCII characters", ErrInvalidOption, m.name)
 	}
 	if m.fwdHeader != "" && m.fwdHeader != "Forwarded" && m.fwdHeader != "X-Forwarded-For" {
-		return nil, fmt.Errorf("%w: forwarding header %q, want Forwarded or X-Forwarded-For", ErrInvalidOption, m.fwdHeader)
+		return fmt.Errorf("%w: forwarding header %q, want Forwarded or X-Forwarded-For", ErrInvalidOption, m.fwdHeader)
 	}
 	for _, p := range m.trusted {
 		if !p.IsValid() {
-			return nil, fmt.Errorf("%w: invalid trusted proxy prefix", ErrInvalidOption)
+			return fmt.Errorf("%w: invalid trusted proxy prefix", ErrInvalidOption)
 		}
 	}
-	if lim != nil {
-		m.fixed = m.newPolicy(lim)
-	}
-	return m, nil
+	return nil
 }
 
 // newPolicy returns what the RateLimit fields say of lim.
@@ -290,11 +308,17 @@ func (m *Middleware) limiter(r *http.Request) (*redislimit.Limiter, *policy, err
 // no limiter, on a Middleware without one of its own.
 var errNoLimiter = errors.New("httplimit: no limiter chosen for the request")
 
-// Handler returns next behind the limit.
+// Handler returns next behind the limit: a rate limit for a Middleware
+// made by [New], a limit on requests in flight for one made by
+// [NewConcurrency].
 func (m *Middleware) Handler(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if m.exempt != nil && m.exempt(r) {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if m.conc != nil {
+			m.serveLeased(w, r, next)
 			return
 		}
 		key, err := m.keyOf(r)
