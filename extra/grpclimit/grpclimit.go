@@ -107,6 +107,13 @@ const maxForwardHops = 64
 // to key on.
 var errNoPeerAddr = errors.New("grpclimit: peer has no IP address")
 
+// errNoKey ends a call whose key could not be found. Its message leaves
+// out the cause, which may hold a client's address or credential.
+var errNoKey = status.Error(codes.Internal, "grpclimit: no rate-limit key for the call")
+
+// errNotMade ends the calls of interceptors of a zero Interceptors.
+var errNotMade = status.Error(codes.Internal, "grpclimit: Interceptors not made with New")
+
 // An Option configures [New].
 type Option func(*Interceptors) error
 
@@ -201,8 +208,9 @@ func WithExempt(fullMethods ...string) Option {
 }
 
 // Interceptors holds the gRPC interceptors that rate-limit calls with one
-// limiter. Make it with [New]; its zero value is not usable. Its methods
-// are safe for concurrent use.
+// limiter. Make it with [New]; the interceptors of its zero value end
+// every call with [codes.Internal]. Its methods are safe for concurrent
+// use.
 type Interceptors struct {
 	lim      *redislimit.Limiter
 	code     codes.Code
@@ -261,12 +269,15 @@ func (ic *Interceptors) StreamServer() grpc.StreamServerInterceptor {
 // admit decides a server call and returns nil when it may go to the
 // handler, or the status error that ends it.
 func (ic *Interceptors) admit(ctx context.Context, method string, setTrailer func(metadata.MD)) error {
+	if ic.lim == nil {
+		return errNotMade
+	}
 	if ic.exempt[method] {
 		return nil
 	}
 	key, subject, err := ic.serverKey(ctx, method)
 	if err != nil {
-		return status.Error(codes.Internal, "grpclimit: no rate-limit key: "+err.Error())
+		return errNoKey
 	}
 	res, err := ic.lim.AllowN(ctx, key, ic.costOf(method))
 	if err != nil {
@@ -379,11 +390,14 @@ func (ic *Interceptors) UnaryClient() grpc.UnaryClientInterceptor {
 // wait paces one client call and returns nil once it may be sent, or the
 // status error that ends it.
 func (ic *Interceptors) wait(ctx context.Context, method string) error {
+	if ic.lim == nil {
+		return errNotMade
+	}
 	key := method
 	if ic.keyFunc != nil {
 		var err error
 		if key, err = ic.keyFunc(ctx, method); err != nil {
-			return status.Error(codes.Internal, "grpclimit: no rate-limit key: "+err.Error())
+			return errNoKey
 		}
 	}
 	err := ic.lim.WaitN(ctx, key, ic.costOf(method))

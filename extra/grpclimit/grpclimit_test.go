@@ -426,3 +426,26 @@ func TestNewErrors(t *testing.T) {
 		}
 	}
 }
+
+func TestZeroInterceptors(t *testing.T) {
+	var ic grpclimit.Interceptors
+	_, err := ic.UnaryServer()(context.Background(), nil, &grpc.UnaryServerInfo{FullMethod: checkMethod},
+		func(context.Context, any) (any, error) { t.Error("handler called"); return nil, nil })
+	if status.Code(err) != codes.Internal {
+		t.Errorf("zero Interceptors: %v, want Internal", err)
+	}
+}
+
+// TestAllDescription: a limiter on All describes the parts that denied.
+func TestAllDescription(t *testing.T) {
+	lim := newLimiter(t, redistest.NewClient(t, redistest.Mini(t).Addr()),
+		redislimit.All(redislimit.FixedWindow(5, time.Second), redislimit.FixedWindow(1, time.Hour)))
+	hc, _ := serve(t, newInterceptors(t, lim))
+	if err := check(context.Background(), hc); err != nil {
+		t.Fatal(err)
+	}
+	_, qf := denialDetails(t, check(context.Background(), hc))
+	if d := qf.Violations[0].Description; d != "limit of 1 per 1h0m0s" {
+		t.Errorf("description %q, want the hourly part only", d)
+	}
+}
