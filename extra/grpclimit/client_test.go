@@ -111,7 +111,8 @@ const retryConfig = `{"methodConfig": [{
 
 // TestRetryPolicyPushback runs calls from a client with a retry policy
 // against a limited server: each denied call is retried once, after the
-// pushback, and is then served.
+// pushback, and is then served. Calls in a row from one client, so that
+// no other call takes the token a retry waits for.
 func TestRetryPolicyPushback(t *testing.T) {
 	const (
 		every = 50 * time.Millisecond
@@ -123,8 +124,14 @@ func TestRetryPolicyPushback(t *testing.T) {
 		hc, c := serve(t, newInterceptors(t, lim), grpc.WithDefaultServiceConfig(retryConfig))
 		start := time.Now()
 		for i := range calls {
+			before := c.attempts.Load()
 			if err := check(context.Background(), hc); err != nil {
 				t.Fatalf("call %d: %v", i+1, err)
+			}
+			// Retried after the pushback, a denied call is admitted:
+			// a second denial means the client ignored the pushback.
+			if n := c.attempts.Load() - before; n > 2 {
+				t.Errorf("call %d took %d attempts, want at most 2", i+1, n)
 			}
 		}
 		elapsed := time.Since(start)
@@ -133,10 +140,10 @@ func TestRetryPolicyPushback(t *testing.T) {
 		if handled != calls {
 			t.Errorf("served %d calls, want %d", handled, calls)
 		}
-		// The burst goes at once; every later call is denied once, then
-		// retried when its token is due.
-		if want := int64(burst + 2*(calls-burst)); attempts != want {
-			t.Errorf("%d attempts, want %d", attempts, want)
+		// The call after the burst finds the bucket empty, so the retry
+		// path was taken at least once.
+		if attempts == handled {
+			t.Errorf("no call was denied: the test did not exercise retries")
 		}
 		// Never more than the limit admits: the burst plus a token per
 		// interval elapsed.
