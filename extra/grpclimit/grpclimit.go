@@ -33,8 +33,12 @@
 // found (an error from [WithKeyFunc], a peer with no IP address), with
 // [codes.Internal]; when the call's own context has ended, with
 // [codes.Canceled] or [codes.DeadlineExceeded]. The handler is not called
-// in any of those cases. Status messages never hold the key, which may be
-// a client's address or credential.
+// in any of those cases. A decision the limiter's failure policy made
+// while Redis was down (Degraded) is applied as made. Status messages
+// never hold the key, which may be a client's address or credential.
+//
+// A server on a transport without IP addresses (a Unix socket) has no
+// client address to key on: give it [WithKeyFunc].
 //
 // # Client
 //
