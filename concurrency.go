@@ -89,8 +89,9 @@ type Concurrency struct {
 // kept until it is released or expires, for at most [MaxLocalKeys] keys
 // (past them arbitrary keys are forgotten and their slots freed). Results
 // made so have Degraded set. [WithDenyCache] does not apply (a slot frees
-// whenever a lease is released) and makes NewConcurrency return an error
-// wrapping ErrInvalidConfig.
+// whenever a lease is released), nor does [WithShadowMode] (a denied
+// Acquire has no lease to hand out); either makes NewConcurrency return an
+// error wrapping ErrInvalidConfig.
 func NewConcurrency(c redis.Scripter, limit int, ttl time.Duration, opts ...Option) (*Concurrency, error) {
 	if isNil(c) {
 		return nil, ErrNilClient
@@ -107,6 +108,9 @@ func NewConcurrency(c redis.Scripter, limit int, ttl time.Duration, opts ...Opti
 	}
 	if l.denyKeys != 0 {
 		return nil, fmt.Errorf("%w: %s: WithDenyCache does not apply to leases", ErrInvalidConfig, concurrencyTitle)
+	}
+	if l.shadow {
+		return nil, fmt.Errorf("%w: %s: WithShadowMode does not apply to leases", ErrInvalidConfig, concurrencyTitle)
 	}
 	l.name, l.title, l.limit = concurrencyName, concurrencyTitle, limit
 	l.keyPrefix = l.prefix + concurrencyName + ":{"

@@ -299,6 +299,7 @@ func TestNewConcurrencyValidates(t *testing.T) {
 		{"ttl under 1ms", 1, time.Millisecond - 1, nil},
 		{"ttl over MaxWindow", 1, redislimit.MaxWindow + 1, nil},
 		{"deny cache", 1, time.Second, []redislimit.Option{redislimit.WithDenyCache(10)}},
+		{"shadow mode", 1, time.Second, []redislimit.Option{redislimit.WithShadowMode()}},
 		{"bad policy", 1, time.Second, []redislimit.Option{redislimit.WithFailurePolicy(9)}},
 		{"prefix with a brace", 1, time.Second, []redislimit.Option{redislimit.WithPrefix("a{")}},
 		{"no local instances", 1, time.Second, []redislimit.Option{redislimit.WithLocalInstances(0)}},
