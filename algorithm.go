@@ -63,7 +63,8 @@ type Algorithm interface {
 	// Name returns a short identifier, used in the Redis key so that
 	// algorithms on the same user key never share state, and in errors
 	// about an algorithm defined outside the package.
-	// It must be non-empty and hold neither '{' nor '}'.
+	// It must be non-empty, hold neither '{' nor '}', and not be "cc",
+	// which [Concurrency] keys use.
 	Name() string
 	// Limit returns the capacity, in units: the most that one key can be
 	// granted at once. [Limiter.AllowN] refuses a larger cost with
@@ -321,6 +322,8 @@ func checkAlgorithm(alg Algorithm, dst []any) ([]any, error) {
 	switch {
 	case name == "" || strings.ContainsAny(name, "{}"):
 		return nil, fmt.Errorf("%w: algorithm name %q must be non-empty, without '{' or '}'", ErrInvalidConfig, name)
+	case name == concurrencyName:
+		return nil, fmt.Errorf("%w: algorithm name %q is taken by Concurrency's keys", ErrInvalidConfig, name)
 	case alg.Limit() < 1:
 		return nil, fmt.Errorf("%w: %s has capacity %d, want at least 1", ErrInvalidConfig, title, alg.Limit())
 	case alg.Body() == "":

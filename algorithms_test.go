@@ -123,6 +123,7 @@ func TestNewValidates(t *testing.T) {
 		{"prefix with brace", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithPrefix("a{b")}, redislimit.ErrInvalidConfig},
 		{"custom empty name", c, badAlg{name: "", limit: 1}, nil, redislimit.ErrInvalidConfig},
 		{"custom name with brace", c, badAlg{name: "x}", limit: 1}, nil, redislimit.ErrInvalidConfig},
+		{"custom name of Concurrency's keys", c, badAlg{name: "cc", limit: 1}, nil, redislimit.ErrInvalidConfig},
 		{"custom zero limit", c, badAlg{name: "x", limit: 0}, nil, redislimit.ErrInvalidConfig},
 		{"custom no body", c, badAlg{name: "x", limit: 1, noBody: true}, nil, redislimit.ErrInvalidConfig},
 		{"hashed keys, empty secret", c, redislimit.FixedWindow(1, ms), []redislimit.Option{redislimit.WithHashedKeys(nil)}, redislimit.ErrInvalidConfig},

@@ -134,9 +134,10 @@ func (c *Concurrency) TTL() time.Duration { return c.ttl }
 //   - Allowed: whether a lease was taken; the Lease is nil when not.
 //   - Limit: the limit (under [FailLocal], the divided one).
 //   - Remaining: the slots free after the call.
-//   - RetryAfter: 0 when Allowed; otherwise how long until the earliest
-//     lease held expires, when a slot frees at the latest (a release
-//     frees one sooner).
+//   - RetryAfter: 0 when Allowed; otherwise how long until a slot frees
+//     at the latest, by expiry: the earliest lease held expires (or,
+//     when the key holds more leases than the limit, enough of them to
+//     leave a slot); a release frees one sooner.
 //   - ResetAfter: how long until the last lease held expires.
 //   - Degraded: the failure policy decided (see [NewConcurrency]).
 //

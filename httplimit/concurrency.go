@@ -29,8 +29,8 @@ var ErrNilConcurrency = errors.New("httplimit: nil concurrency limit")
 // client that goes away still frees its slot at once.
 //
 // A request refused because its key is full gets 429 Too Many Requests,
-// Retry-After (the seconds, rounded up, until the earliest lease held
-// expires: a slot frees then at the latest) and the problem+json body of
+// Retry-After (the seconds, rounded up, until a slot frees at the latest,
+// by expiry) and the problem+json body of
 // [New], naming the policy ([WithPolicyName]), unless [WithLimitedHandler]
 // answers it. No RateLimit fields are sent: they describe quotas over
 // time. When Acquire fails, the request gets the 503 of [New], or

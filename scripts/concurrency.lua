@@ -13,8 +13,11 @@
 --
 -- Reply:
 --   'a'  {allowed 1|0, free slots after, retry_after µs, reset_after µs}:
---        retry_after, when denied, is how long until the earliest lease
---        held expires (> 0); reset_after how long until the last does
+--        retry_after, when denied, is how long until a slot frees by
+--        expiry (> 0): the earliest lease's, or, when the key holds more
+--        leases than limit (a smaller limit on a key taken under a larger
+--        one), that of the one whose end leaves limit - 1; reset_after
+--        how long until the last expires
 --        (0 when none is held)
 --   'e'  1 when the lease was held and now expires at now + ttl, else 0
 --        (it was released or had expired: it is not taken again)
@@ -82,7 +85,10 @@ if allowed then
   redis.call('ZADD', key, expiry, token)
   held = held + 1
 else
-  retry = redis.call('ZRANGE', key, 0, 0, 'WITHSCORES')[2] - now
+  -- A slot frees once held - limit + 1 leases have ended (more than one
+  -- when a smaller limit reads a key taken under a larger one).
+  local at = string.format('%d', held - limit)
+  retry = redis.call('ZRANGE', key, at, at, 'WITHSCORES')[2] - now
 end
 local reset = last()
 local free = limit - held
