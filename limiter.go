@@ -90,6 +90,10 @@ type Limiter struct {
 	sender    *sender // nil for NewLocal
 	denyKeys  int     // WithDenyCache's bound; 0: no deny cache
 	shadow    bool    // WithShadowMode
+
+	leaseUnits int64         // WithLeases's maxUnits; 0: no leases
+	leaseAge   time.Duration // WithLeases's maxAge
+	leases     *leases       // the leases held, when leaseUnits > 0 on a Redis limiter
 	denials   *denials
 
 	turns   *turns   // of Wait's callers, by key

@@ -66,6 +66,10 @@ type Observation struct {
 	RoundTrips int
 	// DenyCacheHit reports that the deny cache ([WithDenyCache]) answered.
 	DenyCacheHit bool
+	// Leased reports that the decision was made in process memory, from
+	// units of a lease ([WithLeases]) taken from Redis earlier; RoundTrips
+	// is then 0.
+	Leased bool
 }
 
 // An Observer receives every decision of a Limiter: each call of Allow,

@@ -183,3 +183,26 @@ func WithDenyCache(maxKeys int) Option {
 func WithShadowMode() Option {
 	return func(l *Limiter) { l.shadow = true }
 }
+
+// WithLeases lets a hot key be decided in process memory, never over its
+// limit: when one key's own rate makes it pay, the Limiter takes up to
+// maxUnits units of it from Redis in one script call (consumed there, as
+// [Limiter.AllowN] consumes them) and admits calls from them in memory
+// for at most maxAge. The section "Hot keys" of the package documentation
+// has the guarantees and how the size of a lease follows the key's rate.
+// maxUnits below 1 or above [MaxDebit], or maxAge of zero or less, or
+// above [MaxWindow], makes [New] return an error wrapping
+// [ErrInvalidConfig]. By default there are none: every decision goes to
+// Redis.
+func WithLeases(maxUnits int, maxAge time.Duration) Option {
+	return func(l *Limiter) {
+		switch {
+		case maxUnits < 1 || maxUnits > MaxDebit:
+			l.optErr = fmt.Errorf("%w: leases of %d units, want 1 to %d", ErrInvalidConfig, maxUnits, MaxDebit)
+		case maxAge <= 0 || maxAge > MaxWindow:
+			l.optErr = fmt.Errorf("%w: leases of %v, want more than 0 and at most %v", ErrInvalidConfig, maxAge, MaxWindow)
+		default:
+			l.leaseUnits, l.leaseAge = int64(maxUnits), maxAge
+		}
+	}
+}
