@@ -94,7 +94,7 @@ type Limiter struct {
 	leaseUnits int64         // WithLeases's maxUnits; 0: no leases
 	leaseAge   time.Duration // WithLeases's maxAge
 	leases     *leases       // the leases held, when leaseUnits > 0 on a Redis limiter
-	denials   *denials
+	denials    *denials
 
 	turns   *turns   // of Wait's callers, by key
 	observe Observer // nil: none
