@@ -177,10 +177,19 @@ func (ls *leases) result(p *lease, left, now int64) Result {
 	return r
 }
 
+// rateSpan is the longest span over which a key's rate is measured, and
+// minRateSpan the shortest that gives an estimate.
+const (
+	rateSpan    = 100 * time.Millisecond
+	minRateSpan = time.Millisecond
+)
+
 // sizeFor returns how many units a lease of hk should take now, for a
 // call of cost n: the decisions that hk's rate makes in half of maxAge,
-// at most maxUnits; 0 when that is too few to pay for a lease. hk.mu
-// must be held.
+// at most maxUnits; 0 when that is fewer than minLease calls of cost n.
+// The rate is the decisions counted over the last span of rateSpan (or
+// maxAge, if shorter), or over the current one once it is minRateSpan
+// long, whichever is higher. hk.mu must be held.
 func (ls *leases) sizeFor(hk *hotKey, n int, now int64) int64 {
 	c := hk.calls.Load()
 	span := now - hk.since
@@ -189,10 +198,11 @@ func (ls *leases) sizeFor(hk *hotKey, n int, now int64) int64 {
 		return 0
 	}
 	rate := hk.rate
-	if span >= ls.maxAge {
+	switch {
+	case span >= min(rateSpan.Microseconds(), ls.maxAge):
 		rate = float64(c-hk.base) / float64(span)
 		hk.since, hk.base, hk.rate = now, c, rate
-	} else if span >= ls.maxAge/8 && span > 0 {
+	case span >= minRateSpan.Microseconds():
 		rate = max(rate, float64(c-hk.base)/float64(span))
 	}
 	want := rate * float64(ls.maxAge) / 2
@@ -424,7 +434,8 @@ func (a allOf) giveBackWindow(r Result) (time.Duration, bool) {
 // derived from it with [Limiter.Using], holds, and gives their unused
 // units back to Redis, as a process does before it exits: the units then
 // count for the other processes at once, rather than when the leases
-// would have ended. Decisions made meanwhile may take new leases. It
+// would have ended. It waits for the lease requests in flight, whose
+// units come back too. Decisions made meanwhile may take new leases. It
 // returns the first error of a give-back that failed (whose units stay
 // consumed: the limit under-admits, never over-admits), or nil. A
 // limiter without [WithLeases] has none to return.
@@ -435,6 +446,17 @@ func (l *Limiter) ReturnLeases(ctx context.Context) error {
 	for _, ls := range l.fam.leaseSets() {
 		ls.keys.Range(func(_, v any) bool {
 			hk := v.(*hotKey)
+			hk.mu.Lock()
+			pending := hk.pending
+			hk.mu.Unlock()
+			if pending != nil {
+				// A request in flight, whose callers may have gone:
+				// its units come back too.
+				select {
+				case <-pending.done:
+				case <-ctx.Done():
+				}
+			}
 			p := hk.cur.Load()
 			if p == nil {
 				return true
