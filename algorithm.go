@@ -18,6 +18,9 @@ type Result struct {
 	// for [All], the smallest part's.
 	Limit int
 	// Remaining is how many more calls of cost 1 would be allowed right now.
+	// For a call admitted from a lease ([WithLeases]), it is what Redis
+	// had left when the lease was taken plus the lease's units still
+	// unused.
 	Remaining int
 	// RetryAfter is 0 when Allowed; otherwise how long until the same call
 	// (same cost) can succeed, if nothing else consumes in between.

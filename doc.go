@@ -129,6 +129,56 @@
 // admitted, marked [Result.Shadowed], consumes nothing, and is reported to
 // the [Observer] as the [Shadowed] outcome.
 //
+// # Hot keys
+//
+// Every decision on one key goes to the Redis node that owns it, so a
+// key that a whole fleet hits (a partner's global limit, a popular
+// tenant, an attack on one endpoint) is bounded by one node, whatever the
+// cluster's size. [WithLeases] takes units of such a key from Redis in
+// one script call and admits calls from them in process memory:
+//
+//   - Never over the limit. Every unit admitted from a lease was consumed
+//     in Redis first, so the processes sharing a Redis admit together no
+//     more than one Redis would. Over time a token bucket admits at most
+//     burst + rate × elapsed, counted from its first unit; within a
+//     shorter interval it can run ahead by the units leased before the
+//     interval and spent in it (at most maxUnits per process), as a
+//     [SlidingWindow] or [SlidingLog] can within one of its windows. A
+//     lease of a [FixedWindow] or [CalendarQuota] ends with the window or
+//     period it was taken in, so each is exact.
+//   - Unused units go back. When a lease ends (at maxAge, when it is
+//     replaced, or at [Limiter.ReturnLeases]) its unused units are given
+//     back in one script call: to a [TokenBucket] at any time (the
+//     bucket is then as if they had never been taken); to a window only
+//     while the window they were taken in is current, which the script
+//     checks by its own clock (later, they are dropped: the window they
+//     belong to is over). A [SlidingLog] and algorithms defined outside
+//     the package cannot give units back exactly, and keep them until
+//     they leave the window. A give-back that fails goes to OnError and
+//     its units stay consumed.
+//   - Bounded under-admission: a process holds at most maxUnits unused
+//     units of a key, for at most maxAge.
+//   - Adaptive. Each key's rate is measured in each process over spans of
+//     100 ms (or maxAge, if shorter). A lease takes the decisions that
+//     rate makes in half of maxAge, at most maxUnits; a key whose lease
+//     would hold fewer than two calls decides in Redis, exactly as without
+//     leases, so a key that cools down goes back to exact decisions.
+//     Concurrent callers on a key share one lease request, and the
+//     request takes what every part of the algorithm has left, from the
+//     caller's cost up to that size: a key near its limit hands out its
+//     last units.
+//
+// A lease is one of the script's modes, so it works for every algorithm,
+// [All] (a unit is taken from every part), [Limiter.Using] (each derived
+// Limiter leases under its own parameters), the deny cache (a denied
+// lease request feeds it) and shadow mode. When Redis fails, a lease
+// already held admits until it ends; a lease request that fails leaves
+// each waiting call to the failure policy. [Limiter.Peek], Debit and
+// Refund always go to Redis; [Limiter.AllowMany] admits from a lease that
+// has units but never asks for one. A decision from a lease costs an
+// atomic operation and a clock read. The section "Hot keys" of the
+// README has the figures.
+//
 // # Batching
 //
 // Decisions made at the same time on a *redis.Client,

@@ -17,8 +17,9 @@ import (
 // would.
 
 // maxHotKeys bounds the keys whose rate a Limiter's leases follow: past
-// it, keys that have been idle are forgotten, and a new key decides in
-// Redis until there is room.
+// it, keys that have had no decision since the last sweep are forgotten
+// (at most one sweep a rateSpan), and a new key decides in Redis until
+// there is room.
 const maxHotKeys = 4096
 
 // minLease is the smallest lease worth a script call: below it, a key
@@ -33,6 +34,7 @@ type leases struct {
 	maxAge   int64 // µs
 	keys     sync.Map
 	size     atomic.Int64 // entries in keys
+	swept    atomic.Int64 // when keys was last swept, µs on the limiter's clock
 }
 
 func newLeases(l *Limiter) *leases {
@@ -94,6 +96,12 @@ func (ls *leases) hot(key string) *hotKey {
 		return v.(*hotKey)
 	}
 	if ls.size.Load() >= maxHotKeys {
+		// At most one sweep a rateSpan: a key is idle when it had no
+		// decision for that long.
+		now, last := ls.l.leaseClock(), ls.swept.Load()
+		if now-last < rateSpan.Microseconds() && now >= last || !ls.swept.CompareAndSwap(last, now) {
+			return nil
+		}
 		ls.sweep()
 		if ls.size.Load() >= maxHotKeys {
 			return nil
@@ -428,6 +436,16 @@ func (a allOf) giveBackWindow(r Result) (time.Duration, bool) {
 		}
 	}
 	return w, true
+}
+
+// drop ends key's lease without giving its units back, for a Reset: the
+// key's state in Redis is gone, and with it what the lease took.
+func (ls *leases) drop(key string) {
+	if v, ok := ls.keys.Load(key); ok {
+		if p := v.(*hotKey).cur.Load(); p != nil {
+			p.stop()
+		}
+	}
 }
 
 // ReturnLeases ends every lease that the limiter, and every Limiter

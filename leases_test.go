@@ -460,3 +460,20 @@ func TestLeasesRedisStalled(t *testing.T) {
 }
 
 var _ redis.Scripter = (*redis.Client)(nil)
+
+// Reset ends the limiter's lease of the key: after it, the key admits
+// its capacity and no more.
+func TestLeasesReset(t *testing.T) {
+	c := redistest.NewClient(t, redistest.Start(t).Addr())
+	const limit = 5000
+	lim := newRedisLimiter(t, c, redislimit.FixedWindow(limit, time.Hour), nil, redislimit.WithLeases(1000, time.Minute))
+	ctx := context.Background()
+	pound(t, ctx, lim, "k", 16, 200)
+	if err := lim.Reset(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	n := pound(t, ctx, lim, "k", 16, 1000)
+	if got := n.admitted.Load(); got > limit {
+		t.Errorf("admitted %d after Reset, above the limit of %d", got, limit)
+	}
+}

@@ -528,7 +528,10 @@ func (l *Limiter) adjustLocal(key string, delta int64, degraded bool) (Result, e
 }
 
 // Reset deletes key's state, giving it full capacity again. Resetting a key
-// with no state is not an error.
+// with no state is not an error. With [WithLeases], the limiter's lease of
+// key ends without giving its units back, since the state they came from
+// is gone; leases that other processes hold admit until they end, at most
+// their maxAge later.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := l.built(); err != nil {
 		return err
@@ -541,6 +544,9 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	}
 	if l.local != nil {
 		l.local.delete(key)
+	}
+	if l.leases != nil {
+		l.leases.drop(key)
 	}
 	if l.denials != nil {
 		l.denials.beginReset(key)

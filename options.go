@@ -184,16 +184,29 @@ func WithShadowMode() Option {
 	return func(l *Limiter) { l.shadow = true }
 }
 
-// WithLeases lets a hot key be decided in process memory, never over its
-// limit: when one key's own rate makes it pay, the Limiter takes up to
-// maxUnits units of it from Redis in one script call (consumed there, as
-// [Limiter.AllowN] consumes them) and admits calls from them in memory
-// for at most maxAge. The section "Hot keys" of the package documentation
-// has the guarantees and how the size of a lease follows the key's rate.
-// maxUnits below 1 or above [MaxDebit], or maxAge of zero or less, or
-// above [MaxWindow], makes [New] return an error wrapping
-// [ErrInvalidConfig]. By default there are none: every decision goes to
-// Redis.
+// WithLeases lets a hot key be decided in process memory without ever
+// going over its limit: once one key's own rate makes it pay, the Limiter
+// takes up to maxUnits units of it from Redis in one script call
+// (consumed there, as [Limiter.AllowN] consumes them) and admits calls
+// from them in memory, for at most maxAge. Unused units go back to Redis
+// when a lease ends. The package documentation ("Hot keys") has the
+// guarantees and how a lease's size follows the key's rate; in short:
+//
+//   - Every admitted unit was consumed in Redis first, so processes
+//     sharing a Redis admit together no more than one would.
+//   - A process holds at most maxUnits unused units of a key, for at most
+//     maxAge: the most its limit under-admits.
+//   - A cold key decides in Redis, exactly as without leases.
+//
+// A decision admitted from a lease has Allowed set, RetryAfter 0,
+// Remaining the units Redis had left when the lease was taken plus those
+// still unused in it (in one process, what Redis would say, refill
+// aside), and ResetAfter Redis's when the lease was taken less the time
+// since; its [Observation] has Leased set and no round trip. maxUnits
+// below 1 or above [MaxDebit], or maxAge of zero or less, or above
+// [MaxWindow], makes [New] return an error wrapping [ErrInvalidConfig];
+// [NewConcurrency] refuses the option, and [NewLocal] ignores it. By
+// default there are none: every decision goes to Redis.
 func WithLeases(maxUnits int, maxAge time.Duration) Option {
 	return func(l *Limiter) {
 		switch {

@@ -75,7 +75,15 @@ const (
 // In the modes Debit and Refund every part decides with the cost and
 // writes with consume set, whatever it decided, and the cost as it is
 // (Debit) or negated (Refund); then every part decides again with a cost
-// of 1 and writes without consuming, which gives the reply. Each distinct body is defined once, in a block of
+// of 1 and writes without consuming, which gives the reply. In a lease
+// mode ([LeasePrefix] k), when the cost fits, every part decides again
+// with k; if one denies, every part decides with a cost of 1 and reports
+// its remaining units without consuming, and the cost becomes the least
+// of them and k (at least the original cost, and back to it should a part
+// still deny); then the parts consume it as in Consume, and the reply
+// ends with the units consumed and the script's time. A give-back
+// ([GiveBackPrefix] t) runs as Refund before the time t and as Peek from
+// it on. Each distinct body is defined once, in a block of
 // its own, and the parts run as plain calls to decide and write: a
 // decision makes no closure but the bodies' own functions. The bodies
 // read margin, in whole ms, as ttl_margin.

@@ -55,3 +55,29 @@ func TestAssembleCharges(t *testing.T) {
 		t.Errorf("the cost is not reset before the final writes:\n%s", src)
 	}
 }
+
+// In a lease mode the parts decide with the lease's size, then, if one
+// denies, with a cost of 1 to learn what each has left; the reply ends
+// with the units consumed and the time. A give-back becomes a Refund or a
+// Peek by the time.
+func TestAssembleLeases(t *testing.T) {
+	a := "local function decide(key, now, n, x) return true, nil end -- A"
+	src := Assemble([]string{a, a}, []int{1, 1}, time.Second)
+	for _, want := range []string{
+		"if string.byte(mode) == 108 then",
+		"lease = tonumber(string.sub(mode, 2))",
+		"elseif now < tonumber(string.sub(mode, 2)) then\n    mode = 'r'\n  else\n    mode = '0'",
+		"if lease > n and a1 and a2 then",
+		"local q1 = w1(false, KEYS[1], now, n, ",
+		"if q2 < g then g = q2 end",
+		"if n > need and not (a1 and a2) then",
+		"return {a1 and 1 or 0, r1, t1, e1, a2 and 1 or 0, r2, t2, e2, got, now}",
+	} {
+		if !strings.Contains(src, want) {
+			t.Errorf("assembled script lacks %q:\n%s", want, src)
+		}
+	}
+	if i, j := strings.Index(src, "if lease > n"), strings.Index(src, "local ok ="); i < 0 || j < i {
+		t.Errorf("the lease's size is not settled before the final writes:\n%s", src)
+	}
+}
