@@ -29,6 +29,9 @@ type peer struct {
 	name string
 	// bind returns a decision on c, open or tight.
 	bind func(c *redis.Client, open bool) (harness.Decide, error)
+	// dial, for a library on a client of its own, takes the place of
+	// bind, as harness.Subject's Dial does.
+	dial func(tb testing.TB, addr string, ctr *harness.Counter, open bool) (harness.Decide, error)
 	// redisKey returns the Redis key of user key k.
 	redisKey func(k string) string
 }
@@ -93,25 +96,52 @@ var peers = []peer{
 		},
 		redisKey: func(k string) string { return "throttled:" + k },
 	},
+	{
+		name: "rueidislimiter",
+		dial: func(tb testing.TB, addr string, ctr *harness.Counter, open bool) (harness.Decide, error) {
+			if open {
+				return rueidisLimiter(tb, addr, ctr, openRueidisLimit, time.Hour)
+			}
+			return rueidisLimiter(tb, addr, ctr, tight, time.Hour)
+		},
+		// The counter; the window's end is at redisKey(k)+":ex".
+		redisKey: func(k string) string { return "rueidislimiter:{" + k + "}" },
+	},
+}
+
+// subject returns the harness.Subject that binds p, open or tight, with
+// the Decide it binds also stored in *d when d is not nil.
+func (p peer) subject(open bool, d *harness.Decide) harness.Subject {
+	keep := func(dec harness.Decide, err error) (harness.Decide, error) {
+		if d != nil {
+			*d = dec
+		}
+		return dec, err
+	}
+	if p.dial != nil {
+		return harness.Subject{Dial: func(tb testing.TB, addr string, ctr *harness.Counter) (harness.Decide, error) {
+			return keep(p.dial(tb, addr, ctr, open))
+		}}
+	}
+	return harness.Subject{Bind: func(c *redis.Client) (harness.Decide, error) { return keep(p.bind(c, open)) }}
 }
 
 // allowed is p's open configuration: every call allowed, and afterwards the
 // key has a TTL (or has expired, back at full capacity).
 func (p peer) allowed() harness.Subject {
-	return harness.Subject{
-		Allowed: true,
-		Bind:    func(c *redis.Client) (harness.Decide, error) { return p.bind(c, true) },
-		Verify: func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
-			ttl, err := admin.PTTL(ctx, p.redisKey(key)).Result()
-			if err != nil {
-				return err
-			}
-			if ttl == -1 {
-				return fmt.Errorf("%s: key without a TTL after %d calls", p.name, calls)
-			}
-			return nil
-		},
+	s := p.subject(true, nil)
+	s.Allowed = true
+	s.Verify = func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
+		ttl, err := admin.PTTL(ctx, p.redisKey(key)).Result()
+		if err != nil {
+			return err
+		}
+		if ttl == -1 {
+			return fmt.Errorf("%s: key without a TTL after %d calls", p.name, calls)
+		}
+		return nil
 	}
+	return s
 }
 
 // saturated is p's tight configuration on a key exhausted before timing:
@@ -119,35 +149,30 @@ func (p peer) allowed() harness.Subject {
 // further call is still denied.
 func (p peer) saturated() harness.Subject {
 	var d harness.Decide
-	return harness.Subject{
-		Allowed: false,
-		Bind: func(c *redis.Client) (harness.Decide, error) {
-			var err error
-			d, err = p.bind(c, false)
-			return d, err
-		},
-		Prepare: func(ctx context.Context, d harness.Decide, key string) error {
-			for i := range tight + 1 {
-				ok, err := d(ctx, key)
-				if err != nil {
-					return err
-				}
-				if want := i < tight; ok != want {
-					return fmt.Errorf("%s: saturating: call %d allowed = %v, want %v", p.name, i+1, ok, want)
-				}
+	s := p.subject(false, &d)
+	s.Allowed = false
+	s.Prepare = func(ctx context.Context, d harness.Decide, key string) error {
+		for i := range tight + 1 {
+			ok, err := d(ctx, key)
+			if err != nil {
+				return err
 			}
-			return nil
-		},
-		Verify: func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
-			if err := harness.CheckTTL(ctx, admin, p.redisKey(key), 24*time.Hour); err != nil {
-				return fmt.Errorf("%s: %w", p.name, err)
+			if want := i < tight; ok != want {
+				return fmt.Errorf("%s: saturating: call %d allowed = %v, want %v", p.name, i+1, ok, want)
 			}
-			if ok, err := d(ctx, key); err != nil || ok {
-				return fmt.Errorf("%s: call on saturated key: allowed %v, error %v; want denied", p.name, ok, err)
-			}
-			return nil
-		},
+		}
+		return nil
 	}
+	s.Verify = func(ctx context.Context, admin *redis.Client, key string, calls int64) error {
+		if err := harness.CheckTTL(ctx, admin, p.redisKey(key), 24*time.Hour); err != nil {
+			return fmt.Errorf("%s: %w", p.name, err)
+		}
+		if ok, err := d(ctx, key); err != nil || ok {
+			return fmt.Errorf("%s: call on saturated key: allowed %v, error %v; want denied", p.name, ok, err)
+		}
+		return nil
+	}
+	return s
 }
 
 // BenchmarkFloor measures PING and EVALSHA of `return 1` in this process,

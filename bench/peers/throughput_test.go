@@ -17,17 +17,29 @@ import (
 var openRedisRate = redis_rate.Limit{Rate: 1_000_000, Burst: 1_000_000, Period: time.Second}
 
 // BenchmarkThroughput measures decisions/s by exactly 1, 8 and 64
-// goroutines (g1, g8, g64) spread uniformly over 10,000 keys of a token
-// bucket that never denies, each subject on a go-redis client built with
-// default options, in this one process:
+// goroutines (g1, g8, g64) spread uniformly over 10,000 keys of a limit
+// that never denies, each subject on a go-redis client built with default
+// options, or the rueidis subjects on a rueidis client of their own
+// (rueidis's defaults, client-side caching off), in this one process:
 //
 //   - redislimit: default options (concurrent decisions share pipelines);
 //   - redislimit-batch1: WithBatchSize(1), every decision sent alone;
 //   - redislimit-autopipeline: the limiter on go-redis's AutoPipeliner
 //     (Client.AutoPipeline), which batches instead of redislimit;
-//   - redis_rate: go-redis/redis_rate/v10's Allow.
+//   - redis_rate: go-redis/redis_rate/v10's Allow;
+//   - rueidislimiter: rueidis/rueidislimiter's Allow, a fixed window of
+//     2^40 calls an hour (see the package comment for what its figures
+//     measure);
+//   - rueidis-script: redislimit's token-bucket script, key and ARGV,
+//     exactly as a redislimit Limiter sends them, run by rueidis's
+//     Lua.Exec: redislimit's work in Redis on rueidis's transport.
 //
-// Compare with BenchmarkCeiling, the same script driven by redis-benchmark.
+// The token bucket is harness.OpenBucket for every subject but
+// redis_rate's GCRA (the same rate and burst) and rueidislimiter. The
+// rueidis subjects' round trips are the commands they send: rueidis
+// pipelines concurrent commands on its connection by itself, which the
+// count cannot see. Compare with BenchmarkCeiling, the same script driven
+// by redis-benchmark.
 func BenchmarkThroughput(b *testing.B) {
 	b.Logf("target: %s", target.Describe())
 	alg := harness.OpenBucket()
@@ -39,6 +51,8 @@ func BenchmarkThroughput(b *testing.B) {
 		{"redislimit-batch1", harness.LimiterSubject(alg, redislimit.WithBatchSize(1))},
 		{"redislimit-autopipeline", harness.AutoPipelineSubject(alg)},
 		{"redis_rate", redisRateOpen()},
+		{"rueidislimiter", rueidisLimiterOpen()},
+		{"rueidis-script", rueidisScript()},
 	} {
 		b.Run(s.name, func(b *testing.B) { harness.Throughput(b, target, s.subject) })
 	}

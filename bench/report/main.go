@@ -2,7 +2,7 @@
 // (bench/peers) in interleaved rounds, summarises them with benchstat, and
 // writes Markdown tables to stdout and bench/RESULTS.md: one per package,
 // then the throughput on 10,000 keys against redis_rate, go-redis's
-// AutoPipeliner and the Redis-bound ceiling (redis-benchmark, when
+// AutoPipeliner, rueidis and the Redis-bound ceiling (redis-benchmark, when
 // installed), the hot denied key with and without the deny cache, AllowMany
 // against Allow in a row, All against its parts alone, and the targets.
 //
@@ -276,6 +276,8 @@ var (
 		{"redislimit-batch1", "redislimit, WithBatchSize(1) (no batching)"},
 		{"redislimit-autopipeline", "redislimit on go-redis's AutoPipeliner"},
 		{"redis_rate", "redis_rate"},
+		{"rueidislimiter", "rueidislimiter (fixed window, rueidis client)"},
+		{"rueidis-script", "redislimit's script by rueidis's Lua.Exec"},
 	}
 	throughputGoroutines = []int{1, 8, 64}
 )
@@ -403,7 +405,10 @@ func throughputTable(b *strings.Builder, s *stats) {
 	ceil := s.get(ceiling, "calls/s")
 	fmt.Fprintf(b, "Decisions per second by exactly 1, 8 and 64 goroutines, each decision on the next of 10,000 keys "+
 		"of a token bucket that never denies (1,000,000 a second, burst 1,000,000), every subject on a go-redis client "+
-		"built with default options, in one process. × redis_rate and × redislimit compare with those rows at the "+
+		"built with default options, in one process; rueidislimiter (a fixed window of 2^40 calls an hour, two keys per id) "+
+		"and redislimit's script sent by rueidis run on a rueidis client of their own with rueidis's defaults "+
+		"(client-side caching off), and their round trips are the commands they send, which rueidis pipelines by itself. "+
+		"× redis_rate and × redislimit compare with those rows at the "+
 		"same goroutine count; the share of the ceiling compares with redis-benchmark -P 64 running the same script "+
 		"by EVALSHA, with the same arguments, on the same server (%s calls/s). Round trips, script calls and Redis CPU "+
 		"are per decision.\n\n", num(ceil, 0))

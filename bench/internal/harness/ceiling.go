@@ -45,13 +45,11 @@ func Ceiling(b *testing.B, t *Target) {
 	}
 	ctx := context.Background()
 	admin := t.Admin()
-	alg := OpenBucket()
-	algArgs, err := alg.Args()
+	call, err := OpenBucketCall()
 	if err != nil {
 		b.Fatal(err)
 	}
-	// The script a Limiter on alg runs, assembled the same way.
-	script := redis.NewScript(luascript.Assemble([]string{alg.Body()}, []int{len(algArgs)}, redislimit.TTLMargin))
+	script := redis.NewScript(call.Script)
 	sha, err := script.Load(ctx, admin).Result()
 	if err != nil {
 		b.Fatalf("SCRIPT LOAD: %v", err)
@@ -62,9 +60,7 @@ func Ceiling(b *testing.B, t *Target) {
 	// The key of user key "ceiling:<run>:<seq>:<n>", n in [0, SpreadKeys),
 	// as redis-benchmark writes __rand_int__ (12 digits, zero-padded).
 	base := t.Key("ceiling")
-	key := redislimit.DefaultPrefix + alg.Name() + ":{" + base + ":__rand_int__}"
-	argv := []any{"", 1, "1"}
-	argv = append(argv, algArgs...)
+	key := call.Key(base + ":__rand_int__")
 	host, port, err := net.SplitHostPort(t.Addr)
 	if err != nil {
 		b.Fatal(err)
@@ -77,9 +73,7 @@ func Ceiling(b *testing.B, t *Target) {
 	depth := min(CeilingPipeline, n)
 	args := []string{"-h", host, "-p", port, "-P", strconv.Itoa(depth), "-c", strconv.Itoa(conns),
 		"-r", strconv.Itoa(SpreadKeys), "-n", strconv.Itoa(n), "--csv", "EVALSHA", sha, "1", key}
-	for _, a := range argv {
-		args = append(args, fmt.Sprint(a))
-	}
+	args = append(args, call.Args...)
 	before, err := CommandStats(ctx, admin)
 	if err != nil {
 		b.Fatal(err)
@@ -110,9 +104,8 @@ func Ceiling(b *testing.B, t *Target) {
 	// Every key still allows a call: no call was denied (the replies
 	// themselves are redis-benchmark's).
 	for _, i := range []int{0, SpreadKeys / 2, SpreadKeys - 1} {
-		k := redislimit.DefaultPrefix + alg.Name() + ":{" + base + fmt.Sprintf(":%012d}", i)
-		peek := []any{"", 1, "0"}
-		reply, err := script.Run(ctx, admin, []string{k}, append(peek, algArgs...)...).Int64Slice()
+		k := call.Key(base + fmt.Sprintf(":%012d", i))
+		reply, err := script.Run(ctx, admin, []string{k}, call.PeekArgs()...).Int64Slice()
 		if err != nil {
 			b.Fatalf("peek: %v", err)
 		}
@@ -123,6 +116,55 @@ func Ceiling(b *testing.B, t *Target) {
 	b.ReportMetric(rps, "calls/s")
 	b.ReportMetric(1e9/rps, "ns/op")
 	b.Logf("redis-benchmark -P %d -c %d -n %d: %.0f calls/s", depth, conns, n, rps)
+}
+
+// BucketCall is an [OpenBucket] decision as a Limiter with default options
+// sends it to Redis: EVALSHA (or EVAL) of Script on one key with ARGV
+// Args, for running the same script through another client.
+type BucketCall struct {
+	// Script is the Lua source that a Limiter on OpenBucket runs,
+	// assembled as the Limiter assembles it.
+	Script string
+	// Args is the ARGV of a decision that consumes 1: "" for Redis's
+	// TIME, the cost "1", the mode "1" (consume), then the bucket's
+	// arguments in decimal, as go-redis writes them.
+	Args []string
+	// name is the algorithm's name in its Redis keys.
+	name string
+}
+
+// OpenBucketCall returns the BucketCall of [OpenBucket].
+func OpenBucketCall() (BucketCall, error) {
+	alg := OpenBucket()
+	algArgs, err := alg.Args()
+	if err != nil {
+		return BucketCall{}, err
+	}
+	args := []string{"", "1", luascript.Consume}
+	for _, a := range algArgs {
+		args = append(args, fmt.Sprint(a))
+	}
+	return BucketCall{
+		Script: luascript.Assemble([]string{alg.Body()}, []int{len(algArgs)}, redislimit.TTLMargin),
+		Args:   args,
+		name:   alg.Name(),
+	}, nil
+}
+
+// Key returns the Redis key of the user key k, in redislimit's default
+// format ("rl:tb:{k}"); k holds no '{' or '}'.
+func (c BucketCall) Key(k string) string {
+	return redislimit.DefaultPrefix + c.name + ":{" + k + "}"
+}
+
+// PeekArgs returns the ARGV of a decision that reports without consuming.
+func (c BucketCall) PeekArgs() []any {
+	out := make([]any, len(c.Args))
+	for i, a := range c.Args {
+		out[i] = a
+	}
+	out[2] = luascript.Peek
+	return out
 }
 
 // parseRPS returns the rps column of redis-benchmark --csv's one test.

@@ -64,6 +64,18 @@ func setup(name string) bool {
 	return false
 }
 
+// Count counts one command named name (lower case) as a round trip of
+// its own, unless it is one that sets up a connection. It is for clients
+// that take no go-redis hook; a client that pipelines commands by itself
+// (without a pipeline a hook could see) has fewer round trips than its
+// commands, and Count cannot tell.
+func (c *Counter) Count(name string) {
+	if !setup(name) {
+		c.trips.Add(1)
+		c.add(name)
+	}
+}
+
 // DialHook implements redis.Hook; it counts nothing.
 func (c *Counter) DialHook(next redis.DialHook) redis.DialHook {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {

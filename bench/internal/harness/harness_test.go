@@ -2,7 +2,11 @@ package harness
 
 import (
 	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"fmt"
 	"math"
+	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -172,4 +176,95 @@ func TestAlgorithmKeys(t *testing.T) {
 			}
 		}
 	})
+}
+
+func TestCounterCount(t *testing.T) {
+	var ctr Counter
+	ctr.Count("evalsha")
+	ctr.Count("eval")
+	ctr.Count("evalsha")
+	ctr.Count("hello") // sets up a connection: not counted
+	if got, want := ctr.Trips(), int64(3); got != want {
+		t.Errorf("Trips = %d, want %d", got, want)
+	}
+	want := map[string]int64{"evalsha": 2, "eval": 1}
+	if diff := cmp.Diff(want, ctr.Names()); diff != "" {
+		t.Errorf("Names (-want +got):\n%s", diff)
+	}
+}
+
+// recorder is a go-redis hook that keeps the arguments of every script
+// call, in decimal as go-redis writes them.
+type recorder struct {
+	mu    sync.Mutex
+	calls [][]string // guarded by mu
+}
+
+func (r *recorder) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (r *recorder) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		r.keep(cmd)
+		return next(ctx, cmd)
+	}
+}
+
+func (r *recorder) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		for _, cmd := range cmds {
+			r.keep(cmd)
+		}
+		return next(ctx, cmds)
+	}
+}
+
+func (r *recorder) keep(cmd redis.Cmder) {
+	if name := cmd.Name(); name != "evalsha" && name != "eval" {
+		return
+	}
+	line := make([]string, len(cmd.Args()))
+	for i, a := range cmd.Args() {
+		line[i] = fmt.Sprint(a)
+	}
+	r.mu.Lock()
+	r.calls = append(r.calls, line)
+	r.mu.Unlock()
+}
+
+// TestOpenBucketCall checks that BucketCall is what a Limiter on
+// OpenBucket with default options sends: the same script (by SHA-1, and
+// by source in the EVAL that answers NOSCRIPT), key and arguments.
+func TestOpenBucketCall(t *testing.T) {
+	ctx := context.Background()
+	call, err := OpenBucketCall()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := redistest.NewClient(t, redistest.Mini(t).Addr())
+	var rec recorder
+	c.AddHook(&rec)
+	l, err := redislimit.New(c, OpenBucket())
+	if err != nil {
+		t.Fatal(err)
+	}
+	const user = "bucket-call"
+	if r, err := l.Allow(ctx, user); err != nil || !r.Allowed {
+		t.Fatalf("Allow = %+v, %v, want allowed", r, err)
+	}
+	sum := sha1.Sum([]byte(call.Script))
+	tail := append([]string{"1", call.Key(user)}, call.Args...)
+	want := [][]string{
+		append([]string{"evalsha", hex.EncodeToString(sum[:])}, tail...),
+		append([]string{"eval", call.Script}, tail...), // the script is not loaded yet
+	}
+	if diff := cmp.Diff(want, rec.calls); diff != "" {
+		t.Errorf("script calls of Allow (-BucketCall +sent):\n%s", diff)
+	}
+	if got, want := call.Key(user), "rl:tb:{"+user+"}"; got != want {
+		t.Errorf("Key(%q) = %q, want %q", user, got, want)
+	}
+	peek := call.PeekArgs()
+	if len(peek) != len(call.Args) || peek[2] != "0" || peek[1] != "1" {
+		t.Errorf("PeekArgs = %v, want Args %v with the mode 0", peek, call.Args)
+	}
 }

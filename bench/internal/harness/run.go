@@ -28,6 +28,12 @@ type Subject struct {
 	Bind func(c *redis.Client) (Decide, error)
 	// Options, when non-nil, adjusts the options of that client.
 	Options func(*redis.Options)
+	// Dial, when non-nil, takes the place of Bind (and Options) for a
+	// subject on a client of another library: it opens that client to
+	// addr, the target's loopback address, closes it in tb's cleanup,
+	// counts each command the client sends in ctr with [Counter.Count],
+	// and returns the operation bound to it.
+	Dial func(tb testing.TB, addr string, ctr *Counter) (Decide, error)
 	// Prepare, when non-nil, runs on each key before the timer starts (for
 	// example, to saturate it).
 	Prepare func(ctx context.Context, d Decide, key string) error
@@ -46,9 +52,20 @@ func Run(b *testing.B, t *Target, s Subject) {
 	b.Run("par", func(b *testing.B) { runPar(b, t, s) })
 }
 
+// bind returns s's operation, on a go-redis client made for b with room
+// for poolSize connections (0: go-redis's default) or, for a subject with
+// Dial, on its own client; the go-redis client, nil for a subject with
+// Dial; and the Counter of what the operation's client sends.
 func bind(b *testing.B, t *Target, s Subject, poolSize int) (Decide, *redis.Client, *Counter) {
 	b.Helper()
 	ctr := new(Counter)
+	if s.Dial != nil {
+		d, err := s.Dial(b, t.Addr, ctr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		return d, nil, ctr
+	}
 	c := t.Client(b, ctr, poolSize, s.Options)
 	d, err := s.Bind(c)
 	if err != nil {
@@ -84,8 +101,10 @@ func runSeq(b *testing.B, t *Target, s Subject) {
 	d, c, ctr := bind(b, t, s, 4)
 	key := t.Key(b.Name())
 	prepare(b, s, d, key)
-	if err := c.Ping(ctx).Err(); err != nil {
-		b.Fatal(err)
+	if c != nil {
+		if err := c.Ping(ctx).Err(); err != nil {
+			b.Fatal(err)
+		}
 	}
 	m := Measure(b, t, ctr)
 	var calls int64
@@ -144,9 +163,13 @@ func runPar(b *testing.B, t *Target, s Subject) {
 	}
 }
 
-// warm opens n connections so that dialing is not timed.
+// warm opens n connections of c so that dialing is not timed; a nil c
+// (a subject with its own client) has nothing to open.
 func warm(b *testing.B, c *redis.Client, n int) {
 	b.Helper()
+	if c == nil {
+		return
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, n)
 	for range n {

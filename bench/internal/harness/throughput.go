@@ -73,7 +73,8 @@ func decideOn(c redis.Scripter, alg redislimit.Algorithm, opts []redislimit.Opti
 // Throughput runs s as the sub-benchmarks "g1", "g8" and "g64": exactly
 // that many goroutines make b.N decisions between them, the i-th on the
 // (i mod [SpreadKeys])-th of SpreadKeys keys, on a client built with
-// go-redis's default options (s.Options aside). Besides what [Meter]
+// go-redis's default options (s.Options aside) or, with s.Dial, on the
+// subject's own client. Besides what [Meter]
 // reports, each reports decisions/s and, on a real server,
 // script-calls/op. Every call must report s.Allowed; on a real server
 // every decision must have run a script in Redis (EVALSHA or EVAL) at
@@ -82,16 +83,11 @@ func decideOn(c redis.Scripter, alg redislimit.Algorithm, opts []redislimit.Opti
 func Throughput(b *testing.B, t *Target, s Subject) {
 	for _, g := range SpreadGoroutines {
 		b.Run("g"+strconv.Itoa(g), func(b *testing.B) {
-			ctr := new(Counter)
-			c := t.Client(b, ctr, 0, s.Options)
-			d, err := s.Bind(c)
-			if err != nil {
-				b.Fatal(err)
-			}
+			d, c, ctr := bind(b, t, s, 0)
 			keys := SpreadKeyNames(t, b.Name(), SpreadKeys)
 			prepare(b, s, d, keys...)
 			// Dial the connections and load the script, untimed, on a key
-			// of its own.
+			// of its own (a subject with Dial opened its client already).
 			warm(b, c, min(g, 10))
 			if _, err := d(context.Background(), t.Key(b.Name()+"/warm")); err != nil {
 				b.Fatal(err)
