@@ -15,6 +15,7 @@ package admitcheck
 
 import (
 	"fmt"
+	"math"
 	"slices"
 	"time"
 )
@@ -70,7 +71,8 @@ func countBelow(sorted []int64, x int64) int {
 
 // Excess is the worst moment of a check: where the calls certainly made
 // by then went furthest past (Over > 0) or stayed closest under (Over <=
-// 0) the bound at that moment.
+// 0) the bound at that moment. Over is -Inf when there was nothing to
+// check.
 type Excess struct {
 	At    int64   // Unix ns
 	Count int     // calls certainly made by At (or in the interval ending at At)
@@ -90,7 +92,7 @@ func (e Excess) String() string {
 // cannot have started full later than the first call began. It returns
 // the worst moment; Over > 0 is a breach.
 func (c *Calls) TokenBucket(t0 int64, burst, rate int, per time.Duration) Excess {
-	worst := Excess{Over: -float64(burst) - 1}
+	worst := Excess{Over: math.Inf(-1)}
 	for i, t := range c.ends {
 		// At a run of equal returns only the last counts them all; the
 		// others are no worse.
@@ -109,7 +111,7 @@ func (c *Calls) TokenBucket(t0 int64, burst, rate int, per time.Duration) Excess
 // start, by the calls certainly made in it, against bound; Over > 0 is a
 // breach.
 func (c *Calls) Sliding(window time.Duration, bound int) Excess {
-	worst := Excess{Over: -float64(bound) - 1}
+	worst := Excess{Over: math.Inf(-1)}
 	for i, a := range c.starts {
 		if i > 0 && c.starts[i-1] == a {
 			continue
@@ -131,7 +133,7 @@ type Span struct{ Lo, Hi int64 }
 // end.Lo), are at most limit. It returns the worst window; Over > 0 is a
 // breach.
 func (c *Calls) Windows(ends []Span, window time.Duration, limit int) Excess {
-	worst := Excess{Over: -float64(limit) - 1}
+	worst := Excess{Over: math.Inf(-1)}
 	for _, e := range ends {
 		n := c.CertainlyIn(e.Hi-int64(window), e.Lo)
 		if over := float64(n - limit); over > worst.Over {

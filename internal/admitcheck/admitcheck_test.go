@@ -66,3 +66,12 @@ func TestWindows(t *testing.T) {
 		t.Errorf("Sliding(100ms, 2): %v, want over by 1", e)
 	}
 }
+
+func TestWorstIsTheClosest(t *testing.T) {
+	// Far under the bound everywhere: the worst moment is still reported.
+	c := New([]Call{{0, 10}, {5 * ms, 5 * ms}})
+	e := c.TokenBucket(0, 1000, 1000, time.Second)
+	if e.Count != 1 || e.At != 10 {
+		t.Errorf("TokenBucket: %v, want 1 call by 10ns", e)
+	}
+}
