@@ -90,8 +90,9 @@ type Concurrency struct {
 // (past them arbitrary keys are forgotten and their slots freed). Results
 // made so have Degraded set. [WithDenyCache] does not apply (a slot frees
 // whenever a lease is released), nor does [WithShadowMode] (a denied
-// Acquire has no lease to hand out); either makes NewConcurrency return an
-// error wrapping ErrInvalidConfig.
+// Acquire has no lease to hand out), nor does [WithLeases] (a slot is
+// not a unit that can be spent in memory); any of them makes
+// NewConcurrency return an error wrapping ErrInvalidConfig.
 func NewConcurrency(c redis.Scripter, limit int, ttl time.Duration, opts ...Option) (*Concurrency, error) {
 	if isNil(c) {
 		return nil, ErrNilClient
@@ -111,6 +112,9 @@ func NewConcurrency(c redis.Scripter, limit int, ttl time.Duration, opts ...Opti
 	}
 	if l.shadow {
 		return nil, fmt.Errorf("%w: %s: WithShadowMode does not apply to leases", ErrInvalidConfig, concurrencyTitle)
+	}
+	if l.leaseUnits != 0 {
+		return nil, fmt.Errorf("%w: %s: WithLeases does not apply to in-flight limits", ErrInvalidConfig, concurrencyTitle)
 	}
 	l.name, l.title, l.limit = concurrencyName, concurrencyTitle, limit
 	l.keyPrefix = l.prefix + concurrencyName + ":{"

@@ -1,16 +1,460 @@
 package redislimit
 
-import "context"
+import (
+	"context"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
 
-// leases holds a Limiter's leased units, by key.
-type leases struct{}
+	"github.com/redislimit/redislimit/internal/luascript"
+)
 
-// ReturnLeases ends every lease the limiter holds and gives their unused
+// This file is leased units for hot keys ([WithLeases]): take units of a
+// key from Redis in one script call, spend them in memory, give back what
+// is left when the lease ends. Every unit admitted from a lease was
+// consumed in Redis first, so a fleet never admits more than one Redis
+// would.
+
+// maxHotKeys bounds the keys whose rate a Limiter's leases follow: past
+// it, keys that have been idle are forgotten, and a new key decides in
+// Redis until there is room.
+const maxHotKeys = 4096
+
+// minLease is the smallest lease worth a script call: below it, a key
+// decides in Redis.
+const minLease = 2
+
+// leases holds a Limiter's leased units and the rates that size them,
+// by key. Its methods are safe for concurrent use.
+type leases struct {
+	l        *Limiter
+	maxUnits int64
+	maxAge   int64 // µs
+	keys     sync.Map
+	size     atomic.Int64 // entries in keys
+}
+
+func newLeases(l *Limiter) *leases {
+	return &leases{l: l, maxUnits: l.leaseUnits, maxAge: l.leaseAge.Microseconds()}
+}
+
+// A hotKey is what the leases know of one key: its current lease, its
+// rate, and the lease request in flight.
+type hotKey struct {
+	key   string
+	cur   atomic.Pointer[lease]
+	calls atomic.Int64 // decisions, counted since the key was first seen
+
+	mu      sync.Mutex
+	pending *take   // the lease request in flight; nil: none
+	since   int64   // start of the current rate span, µs on the limiter's clock
+	base    int64   // calls at since
+	rate    float64 // decisions per µs in the last full span
+	swept   int64   // calls at the last sweep
+}
+
+// A lease is units of a key consumed in Redis and not yet admitted.
+type lease struct {
+	units   atomic.Int64 // left; 0 once the lease has ended
+	expires int64        // µs on the limiter's clock
+	takenAt int64        // µs on the limiter's clock
+	// giveBack is the mode of the script call that gives the units back:
+	// a plain refund, or a refund that holds only before a time; "" when
+	// they cannot be given back exactly, and stay consumed.
+	giveBack string
+	res      Result // what Redis said when the lease was taken
+	timer    *time.Timer
+}
+
+// A take is a lease request in flight, which concurrent callers on its
+// key share.
+type take struct {
+	done chan struct{}
+	need int // the cost of the call that asked
+	// Set before done is closed:
+	res Result // Redis's denial when it granted nothing
+	got int64  // units granted
+	err error  // the call's error
+}
+
+// clock returns the limiter's time for leases, in µs: [WithClock]'s, or
+// a monotonic clock.
+func (l *Limiter) leaseClock() int64 {
+	if l.now != nil {
+		return l.now().UnixMicro()
+	}
+	return monoMicros()
+}
+
+// hot returns key's entry, made when missing; nil when the table is full
+// of keys that are not idle.
+func (ls *leases) hot(key string) *hotKey {
+	if v, ok := ls.keys.Load(key); ok {
+		return v.(*hotKey)
+	}
+	if ls.size.Load() >= maxHotKeys {
+		ls.sweep()
+		if ls.size.Load() >= maxHotKeys {
+			return nil
+		}
+	}
+	hk := &hotKey{key: key, since: ls.l.leaseClock()}
+	if v, loaded := ls.keys.LoadOrStore(key, hk); loaded {
+		return v.(*hotKey)
+	}
+	ls.size.Add(1)
+	return hk
+}
+
+// sweep forgets the keys that had no decision since the last sweep and
+// hold no lease.
+func (ls *leases) sweep() {
+	ls.keys.Range(func(k, v any) bool {
+		hk := v.(*hotKey)
+		c := hk.calls.Load()
+		hk.mu.Lock()
+		idle := c == hk.swept && hk.pending == nil
+		hk.swept = c
+		hk.mu.Unlock()
+		if p := hk.cur.Load(); idle && (p == nil || p.units.Load() == 0) {
+			if ls.keys.CompareAndDelete(k, v) {
+				ls.size.Add(-1)
+			}
+		}
+		return true
+	})
+}
+
+// spend admits a call of cost n on key from its lease, if it holds n
+// units and has not expired.
+func (ls *leases) spend(key string, n int) (Result, bool) {
+	hk := ls.hot(key)
+	if hk == nil {
+		return Result{}, false
+	}
+	hk.calls.Add(1)
+	return ls.spendFrom(hk, n, ls.l.leaseClock())
+}
+
+func (ls *leases) spendFrom(hk *hotKey, n int, now int64) (Result, bool) {
+	p := hk.cur.Load()
+	if p == nil {
+		return Result{}, false
+	}
+	if now >= p.expires || now < p.takenAt {
+		ls.end(hk.key, p)
+		return Result{}, false
+	}
+	for {
+		u := p.units.Load()
+		if u < int64(n) {
+			return Result{}, false
+		}
+		if p.units.CompareAndSwap(u, u-int64(n)) {
+			return ls.result(p, u-int64(n), now), true
+		}
+	}
+}
+
+// result returns the Result of a call admitted from p, which has left
+// units after it: Remaining counts them and what Redis had left when p
+// was taken; ResetAfter is Redis's less the time since.
+func (ls *leases) result(p *lease, left, now int64) Result {
+	r := p.res
+	since := time.Duration(now-p.takenAt) * time.Microsecond
+	r.Remaining = int(min(int64(r.Remaining)+left, int64(ls.l.limit)))
+	r.ResetAfter = max(r.ResetAfter-since, 0)
+	if r.Parts != nil {
+		parts := make([]Result, len(r.Parts))
+		for i, q := range r.Parts {
+			q.Remaining = int(min(int64(q.Remaining)+left, int64(q.Limit)))
+			q.ResetAfter = max(q.ResetAfter-since, 0)
+			parts[i] = q
+		}
+		r.Parts = parts
+	}
+	return r
+}
+
+// sizeFor returns how many units a lease of hk should take now, for a
+// call of cost n: the decisions that hk's rate makes in half of maxAge,
+// at most maxUnits; 0 when that is too few to pay for a lease. hk.mu
+// must be held.
+func (ls *leases) sizeFor(hk *hotKey, n int, now int64) int64 {
+	c := hk.calls.Load()
+	span := now - hk.since
+	if span < 0 {
+		hk.since, hk.base, hk.rate = now, c, 0
+		return 0
+	}
+	rate := hk.rate
+	if span >= ls.maxAge {
+		rate = float64(c-hk.base) / float64(span)
+		hk.since, hk.base, hk.rate = now, c, rate
+	} else if span >= ls.maxAge/8 && span > 0 {
+		rate = max(rate, float64(c-hk.base)/float64(span))
+	}
+	want := rate * float64(ls.maxAge) / 2
+	if want < minLease*float64(n) {
+		return 0
+	}
+	return int64(min(want, float64(ls.maxUnits)))
+}
+
+// leaseTries bounds how often one call waits for a lease request before
+// it decides in Redis alone.
+const leaseTries = 3
+
+// take decides a call of cost n on key through a lease: from the units
+// a request in flight brings, or by asking for a lease itself, when the
+// key's rate makes one pay. It reports false when the call should be
+// decided in Redis as usual.
+func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (outcome, bool) {
+	hk := ls.hot(key)
+	if hk == nil {
+		return outcome{}, false
+	}
+	l := ls.l
+	for range leaseTries {
+		now := l.leaseClock()
+		if r, ok := ls.spendFrom(hk, n, now); ok {
+			return outcome{res: r, src: fromLease}, true
+		}
+		hk.mu.Lock()
+		p := hk.pending
+		asked := false
+		if p == nil {
+			size := ls.sizeFor(hk, n, now)
+			if size < int64(n) || size < minLease {
+				hk.mu.Unlock()
+				return outcome{}, false
+			}
+			p = &take{done: make(chan struct{}), need: n}
+			hk.pending = p
+			asked = true
+			go ls.request(context.WithoutCancel(ctx), hk, p, size, at)
+		}
+		hk.mu.Unlock()
+		select {
+		case <-p.done:
+		case <-ctx.Done():
+			return outcome{err: l.wrap(ctx.Err()), src: fromLease}, true
+		}
+		src := fromLease
+		if asked {
+			src = fromLeaseTake
+		}
+		switch {
+		case p.err != nil:
+			o := l.finish(ctx, key, n, true, at, nil, p.err, false)
+			o.src = src
+			return o, true
+		case p.got == 0 && n >= p.need:
+			return outcome{res: p.res, src: src}, true
+		case p.got == 0:
+			return outcome{}, false
+		}
+		if r, ok := ls.spendFrom(hk, n, l.leaseClock()); ok {
+			return outcome{res: r, src: src}, true
+		}
+	}
+	return outcome{}, false
+}
+
+// request asks Redis for a lease of up to size units of hk's key, at
+// least p.need, and installs it; it ends the lease it replaces.
+func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, size int64, at sendStamp) {
+	l := ls.l
+	sentAt := l.leaseClock()
+	mode := luascript.LeasePrefix + strconv.FormatInt(size, 10)
+	reply, err := l.sender.call(ctx, l.prepareMode(hk.key, p.need, mode, at.now))
+	var r Result
+	var got, scriptNow int64
+	if err == nil {
+		r, got, scriptNow, err = l.parseLease(reply)
+	}
+	switch {
+	case err != nil:
+		p.err = err
+		if callerDone(ctx) == nil && l.onError != nil {
+			l.onError(ctx, l.wrap(err))
+		}
+	case got == 0:
+		p.res = r
+		if l.denials != nil {
+			l.denials.record(hk.key, l.params, p.need, at.now, at.epoch, r)
+		}
+	default:
+		p.got = got
+		np := &lease{takenAt: sentAt, expires: sentAt + ls.maxAge, res: r}
+		np.res.Allowed, np.res.RetryAfter = true, 0
+		if d, ok := giveBackWindow(l.alg, r); ok {
+			switch {
+			case d < 0:
+				np.giveBack = luascript.Refund
+			case d > 0:
+				np.expires = min(np.expires, sentAt+d.Microseconds())
+				np.giveBack = luascript.GiveBackPrefix + strconv.FormatInt(scriptNow+d.Microseconds(), 10)
+			default:
+				np.expires = sentAt
+			}
+		}
+		np.units.Store(got)
+		np.timer = time.AfterFunc(time.Duration(np.expires-sentAt)*time.Microsecond, func() { ls.end(hk.key, np) })
+		if old := hk.cur.Swap(np); old != nil {
+			ls.end(hk.key, old)
+		}
+	}
+	hk.mu.Lock()
+	hk.pending = nil
+	hk.mu.Unlock()
+	close(p.done)
+}
+
+// parseLease returns the Result of a lease request's reply, the units it
+// granted and the script's time in µs.
+func (l *Limiter) parseLease(reply any) (Result, int64, int64, error) {
+	a, ok := reply.([]any)
+	if !ok || len(a) < 2 {
+		r, err := l.parse(reply) // reports the malformed reply
+		if err == nil {
+			err = ErrMalformedReply
+		}
+		return r, 0, 0, err
+	}
+	r, err := l.parse(a[:len(a)-2])
+	if err != nil {
+		return r, 0, 0, err
+	}
+	got, ok1 := a[len(a)-2].(int64)
+	now, ok2 := a[len(a)-1].(int64)
+	if !ok1 || !ok2 || got < 0 || (got > 0) != r.Allowed {
+		return r, 0, 0, ErrMalformedReply
+	}
+	return r, got, now, nil
+}
+
+// stop ends p and returns its units left, which only the first call
+// sees.
+func (p *lease) stop() int64 {
+	left := p.units.Swap(0)
+	if p.timer != nil {
+		p.timer.Stop()
+	}
+	return left
+}
+
+// end ends p, a lease of key, and gives its units back, once.
+func (ls *leases) end(key string, p *lease) {
+	if left := p.stop(); left > 0 && p.giveBack != "" {
+		// Errors go to OnError; the units stay consumed.
+		go func() { _ = ls.giveBack(context.Background(), key, p.giveBack, left) }()
+	}
+}
+
+// giveBack sends n units of key back to Redis in mode.
+func (ls *leases) giveBack(ctx context.Context, key, mode string, n int64) error {
+	l := ls.l
+	_, err := l.sender.call(ctx, l.prepareMode(key, int(n), mode, l.sendTime()))
+	if err != nil {
+		_, err = l.failed(ctx, err, true)
+	}
+	return err
+}
+
+// giveBackWindow returns how long after a take whose Result is r a
+// give-back of its units leaves the key exactly as if they had not been
+// taken: negative for always; ok is false when alg cannot give them back.
+func giveBackWindow(alg Algorithm, r Result) (time.Duration, bool) {
+	g, ok := alg.(giveBacker)
+	if !ok {
+		return 0, false
+	}
+	return g.giveBackWindow(r)
+}
+
+// A giveBacker is an algorithm whose Refund gives leased units back
+// exactly, for a time after they were taken.
+type giveBacker interface {
+	// giveBackWindow returns how long after a take whose Result is r
+	// (Redis's, after the take) a Refund of the taken units leaves the
+	// key as if they had not been taken: negative for always; ok false
+	// for never.
+	giveBackWindow(r Result) (d time.Duration, ok bool)
+}
+
+// A token bucket's refund moves its TAT back, never before now: the same
+// state as if the units had not been taken, at any time.
+func (tokenBucket) giveBackWindow(Result) (time.Duration, bool) { return -1, true }
+
+// A fixed window's refund lowers the count of the window it finds: the
+// one the units were taken in until it ends, which ResetAfter names.
+func (fixedWindow) giveBackWindow(r Result) (time.Duration, bool) { return r.ResetAfter, true }
+
+// A calendar period's count, as a fixed window's.
+func (calendarQuota) giveBackWindow(r Result) (time.Duration, bool) { return r.ResetAfter, true }
+
+// A sliding window's refund takes from the current window's count first:
+// exact while the window the units were taken in is current. After a
+// take its count is positive, so ResetAfter runs a window past its end.
+func (a slidingWindow) giveBackWindow(r Result) (time.Duration, bool) {
+	return max(r.ResetAfter-a.window, 0), true
+}
+
+// All gives back through every part: while each part can.
+func (a allOf) giveBackWindow(r Result) (time.Duration, bool) {
+	if len(r.Parts) != len(a.parts) {
+		return 0, false
+	}
+	w := time.Duration(-1)
+	for i, p := range a.parts {
+		d, ok := giveBackWindow(p, r.Parts[i])
+		if !ok {
+			return 0, false
+		}
+		if d >= 0 && (w < 0 || d < w) {
+			w = d
+		}
+	}
+	return w, true
+}
+
+// ReturnLeases ends every lease that the limiter, and every Limiter
+// derived from it with [Limiter.Using], holds, and gives their unused
 // units back to Redis, as a process does before it exits: the units then
 // count for the other processes at once, rather than when the leases
 // would have ended. Decisions made meanwhile may take new leases. It
 // returns the first error of a give-back that failed (whose units stay
-// consumed: the limit under-admits, never over-admits), or nil.
+// consumed: the limit under-admits, never over-admits), or nil. A
+// limiter without [WithLeases] has none to return.
 func (l *Limiter) ReturnLeases(ctx context.Context) error {
-	return nil
+	var first error
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, ls := range l.fam.leaseSets() {
+		ls.keys.Range(func(_, v any) bool {
+			hk := v.(*hotKey)
+			p := hk.cur.Load()
+			if p == nil {
+				return true
+			}
+			left := p.stop()
+			if left == 0 || p.giveBack == "" {
+				return true
+			}
+			wg.Go(func() {
+				if err := ls.giveBack(ctx, hk.key, p.giveBack, left); err != nil {
+					mu.Lock()
+					if first == nil {
+						first = err
+					}
+					mu.Unlock()
+				}
+			})
+			return true
+		})
+	}
+	wg.Wait()
+	return first
 }

@@ -7,10 +7,12 @@ import (
 	"fmt"
 	"hash/maphash"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
+	"weak"
 
 	"github.com/redis/go-redis/v9"
 	"github.com/redislimit/redislimit/internal/luascript"
@@ -246,6 +248,11 @@ func (l *Limiter) bind(alg Algorithm, args []any) error {
 		l.limit = l.localLimit
 	}
 	l.params = paramsOf(alg, l.prog, args)
+	l.leases = nil
+	if l.client != nil && l.leaseUnits > 0 {
+		l.leases = newLeases(l)
+		l.fam.addLeases(l.leases)
+	}
 	return nil
 }
 
@@ -599,6 +606,11 @@ func (l *Limiter) decideOnce(ctx context.Context, key string, n int, consume boo
 	if l.client == nil {
 		return outcome{res: l.decideLocal(key, n, consume, false), src: fromLocal}
 	}
+	if l.leases != nil && consume {
+		if r, ok := l.leases.spend(key, n); ok {
+			return outcome{res: r, src: fromLease}
+		}
+	}
 	now, epoch := l.sendTime(), noRecord
 	if l.denials != nil {
 		if r, ok := l.denials.lookup(key, l.params, n, now); ok {
@@ -606,6 +618,11 @@ func (l *Limiter) decideOnce(ctx context.Context, key string, n int, consume boo
 			return outcome{res: r, src: fromCache}
 		}
 		epoch = l.denials.stamp()
+	}
+	if l.leases != nil && consume {
+		if o, ok := l.leases.take(ctx, key, n, sendStamp{now, epoch}); ok {
+			return o
+		}
 	}
 	reply, err := l.sender.call(ctx, l.prepare(key, n, consume, now))
 	return l.finish(ctx, key, n, consume, sendStamp{now, epoch}, reply, err, true)
@@ -783,8 +800,16 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		epoch = l.denials.stamp()
 	}
 	toRedis := make([]int, 0, len(keys)) // the indexes of the keys that go to Redis
+	var leased []int                     // the indexes of the keys admitted from leases
 	reqs := make([]request, 0, len(keys))
 	for i, k := range keys {
+		if l.leases != nil {
+			if r, ok := l.leases.spend(k, 1); ok {
+				res[i] = r
+				leased = append(leased, i)
+				continue
+			}
+		}
 		if l.denials != nil {
 			if r, ok := l.denials.lookup(k, l.params, 1, now); ok {
 				r.Limit = l.limit
@@ -799,7 +824,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		reqs = append(reqs, l.prepare(k, 1, true, now))
 	}
 	if len(reqs) == 0 {
-		l.observedMany(ctx, start, res, toRedis, nil, false)
+		l.observedMany(ctx, start, res, toRedis, leased, nil, false)
 		return res, nil
 	}
 	replies, errs, err := l.sender.callMany(ctx, reqs)
@@ -818,7 +843,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 		}
 		o := l.finish(ctx, keys[i], 1, true, sendStamp{now, epoch}, reply, e, notify)
 		if o.err != nil {
-			l.observedMany(ctx, start, nil, toRedis, o.err, sent)
+			l.observedMany(ctx, start, nil, toRedis, leased, o.err, sent)
 			return nil, o.err
 		}
 		res[i] = o.res
@@ -826,15 +851,16 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 			res[i] = shadow(o.res)
 		}
 	}
-	l.observedMany(ctx, start, res, toRedis, nil, sent)
+	l.observedMany(ctx, start, res, toRedis, leased, nil, sent)
 	return res, nil
 }
 
 // observedMany reports the decisions of one AllowMany call: res, in which
 // the keys at the indexes toRedis were meant for Redis (and went there
-// when sent is set) and the others were answered by the deny cache; or,
-// when err is set, a failure of each key meant for Redis.
-func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Result, toRedis []int, err error, sent bool) {
+// when sent is set), those at leased were admitted from leases, and the
+// others were answered by the deny cache; or, when err is set, a failure
+// of each key meant for Redis.
+func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Result, toRedis, leased []int, err error, sent bool) {
 	if l.observe == nil {
 		return
 	}
@@ -844,11 +870,14 @@ func (l *Limiter) observedMany(ctx context.Context, start time.Time, res []Resul
 		}
 		return
 	}
-	j := 0
+	j, k := 0, 0
 	for i, r := range res {
 		src := fromCache
-		if j < len(toRedis) && toRedis[j] == i {
+		switch {
+		case j < len(toRedis) && toRedis[j] == i:
 			src, j = fromRedis, j+1
+		case k < len(leased) && leased[k] == i:
+			src, k = fromLease, k+1
 		}
 		l.observed(ctx, start, src, src == fromRedis && sent, r, nil)
 	}
@@ -956,6 +985,7 @@ type family struct {
 	byID   map[paramsID]*Limiter  // for algorithms that cannot be compared; guarded by mu
 	progs  map[progKey]*program   // guarded by mu
 	locals map[string]*localStore // by Name, one per kind of algorithm; guarded by mu
+	leases []weak.Pointer[leases] // of every Limiter with leases; guarded by mu
 }
 
 // Bounds of a family's caches.
@@ -1063,6 +1093,27 @@ func (f *family) program(k progKey) *program {
 	}
 	f.progs[k] = p
 	return p
+}
+
+// addLeases keeps ls, weakly, for [Limiter.ReturnLeases].
+func (f *family) addLeases(ls *leases) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.leases = slices.DeleteFunc(f.leases, func(w weak.Pointer[leases]) bool { return w.Value() == nil })
+	f.leases = append(f.leases, weak.Make(ls))
+}
+
+// leaseSets returns the leases of every Limiter of f still in use.
+func (f *family) leaseSets() []*leases {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	var all []*leases
+	for _, w := range f.leases {
+		if ls := w.Value(); ls != nil {
+			all = append(all, ls)
+		}
+	}
+	return all
 }
 
 // localStore returns the in-process store of the algorithms named name.

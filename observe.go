@@ -92,22 +92,25 @@ func WithObserver(f Observer) Option {
 type source uint8
 
 const (
-	fromNowhere source = iota // bad input or an ended context
-	fromLocal                 // NewLocal
-	fromCache                 // the deny cache
-	fromRedis                 // sent to Redis, or meant to be
+	fromNowhere   source = iota // bad input or an ended context
+	fromLocal                   // NewLocal
+	fromCache                   // the deny cache
+	fromRedis                   // sent to Redis, or meant to be
+	fromLease                   // a lease, taken by another call
+	fromLeaseTake               // a lease that this call asked Redis for
 )
 
 // sent reports whether the decision o was sent to Redis: not when the
 // open breaker answered.
 func (o outcome) sent() bool {
-	return o.src == fromRedis && !errors.Is(o.covered, ErrCircuitOpen) && !errors.Is(o.err, ErrCircuitOpen)
+	return (o.src == fromRedis || o.src == fromLeaseTake) && !errors.Is(o.covered, ErrCircuitOpen) && !errors.Is(o.err, ErrCircuitOpen)
 }
 
 // observed reports one decision to the observer; sent says whether it
 // was sent to Redis.
 func (l *Limiter) observed(ctx context.Context, start time.Time, src source, sent bool, r Result, err error) {
 	o := Observation{Algorithm: l.name, Allowed: r.Allowed, Latency: time.Since(start), DenyCacheHit: src == fromCache}
+	o.Leased = (src == fromLease || src == fromLeaseTake) && err == nil && r.Allowed && !r.Degraded
 	switch {
 	case err != nil:
 		o.Outcome, o.Allowed = Failed, false

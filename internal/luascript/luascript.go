@@ -24,6 +24,17 @@ else
 end
 local n = ARGV[2] + 0
 local mode = ARGV[3]
+local lease = 0
+if #mode > 1 then
+  if string.byte(mode) == 108 then
+    lease = tonumber(string.sub(mode, 2))
+    mode = '1'
+  elseif now < tonumber(string.sub(mode, 2)) then
+    mode = 'r'
+  else
+    mode = '0'
+  end
+end
 local consume = mode == '1'
 -- ttl_margin is how many ms past the moment its state stops mattering a
 -- key must live: Redis can count a relative TTL set in a script from the
@@ -43,6 +54,15 @@ const (
 	// Refund gives the cost back to every part, then replies as Peek
 	// would.
 	Refund = "r"
+	// LeasePrefix, followed by a number of units k, consumes as many
+	// units as every part can give, from the cost to k, and replies as
+	// Consume would, with two more integers: the units consumed (0 when
+	// denied) and the script's time in µs.
+	LeasePrefix = "l"
+	// GiveBackPrefix, followed by a time in µs, gives the cost back as
+	// Refund does while the script's time is before it, and from then on
+	// changes nothing and replies as Peek.
+	GiveBackPrefix = "g"
 )
 
 // Assemble returns the source of the script that runs bodies, one per
@@ -102,11 +122,34 @@ func Assemble(bodies []string, argc []int, margin time.Duration) string {
 			strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, argNames[p]...), ", "))
 	}
 	b.WriteString("end\n")
-	fmt.Fprintf(&b, "local ok = %s and consume\n", strings.Join(allowed, " and "))
+	all := strings.Join(allowed, " and ")
+	redecide := func(indent string) {
+		for p := range bodies {
+			k := p + 1
+			fmt.Fprintf(&b, "%sa%d, w%d, %s = decide%d(%s)\n", indent, k, k, state(k), order[p],
+				strings.Join(append([]string{fmt.Sprintf("KEYS[%d]", k), "now", "n"}, argNames[p]...), ", "))
+		}
+	}
+	fmt.Fprintf(&b, "if lease > n and %s then\n  local need = n\n  n = lease\n", all)
+	redecide("  ")
+	fmt.Fprintf(&b, "  if not (%s) then\n    n = 1\n", all)
+	redecide("    ")
+	b.WriteString("    local g = lease\n")
+	for p := range bodies {
+		k := p + 1
+		fmt.Fprintf(&b, "    local q%d = w%d(false, KEYS[%d], now, n, %s)\n    if q%d < g then g = q%d end\n", k, k, k, state(k), k, k)
+	}
+	b.WriteString("    n = need\n    if g > need then n = g end\n")
+	redecide("    ")
+	fmt.Fprintf(&b, "    if n > need and not (%s) then\n      n = need\n", all)
+	redecide("      ")
+	b.WriteString("    end\n  end\nend\n")
+	fmt.Fprintf(&b, "local ok = %s and consume\n", all)
 	for p := range bodies {
 		k := p + 1
 		fmt.Fprintf(&b, "local r%d, t%d, e%d = w%d(ok, KEYS[%d], now, n, %s)\n", k, k, k, k, k, state(k))
 	}
+	fmt.Fprintf(&b, "if lease > 0 then\n  local got = 0\n  if ok then got = n end\n  return {%s, got, now}\nend\n", strings.Join(reply, ", "))
 	fmt.Fprintf(&b, "return {%s}\n", strings.Join(reply, ", "))
 	return b.String()
 }
