@@ -274,12 +274,13 @@ type mpRun struct {
 	calls       int64
 	leased      int64
 	admitted    *admitcheck.Calls
-	last        int64   // when the last admitted call returned
+	byDeadline  int     // admitted calls that returned before cfg.Start + cfg.Run
 	scripts     int64   // script calls Redis ran from the start on, ReturnLeases included
-	elapsed     float64 // seconds from the start to the last return
+	elapsed     float64 // seconds from the first call's start to the deadline
 	lateStart   time.Duration
+	lateEnd     time.Duration // from the deadline to the last admitted call's return
 	worst       admitcheck.Excess
-	bound       float64 // burst + rate × (last − first start)
+	bound       float64 // burst + rate × elapsed
 	decisionsPS float64
 }
 
@@ -296,7 +297,7 @@ func runProcesses(tb testing.TB, cfg workerConfig) mpRun {
 	cfg.Addr, cfg.Prefix, cfg.Key, cfg.Goroutines = s.Addr(), "mp:", "hot", mpGoroutines
 	// Time for the children to start, dial and load the script: one that
 	// starts late only calls less.
-	cfg.Start = time.Now().Add(700 * time.Millisecond).UnixNano()
+	cfg.Start = time.Now().Add(500 * time.Millisecond).UnixNano()
 	before, err := harness.CommandStats(ctx, admin)
 	if err != nil {
 		tb.Fatal(err)
@@ -346,9 +347,6 @@ func runProcesses(tb testing.TB, cfg workerConfig) mpRun {
 		run.scripts -= r.WarmScripts
 		run.lateStart = max(run.lateStart, time.Duration(r.FirstStart-cfg.Start))
 		all = append(all, r.Admitted...)
-		for _, c := range r.Admitted {
-			run.last = max(run.last, c.End)
-		}
 	}
 	if len(all) == 0 {
 		tb.Fatalf("%d calls and none admitted", run.calls)
@@ -356,16 +354,21 @@ func runProcesses(tb testing.TB, cfg workerConfig) mpRun {
 	run.admitted = admitcheck.New(all)
 	t0 := run.admitted.FirstStart()
 	run.worst = run.admitted.TokenBucket(t0, cfg.Burst, cfg.Rate, time.Second)
-	run.elapsed = time.Duration(run.last - t0).Seconds()
+	// Every goroutine calls until the deadline: the limit should be met
+	// by then.
+	deadline := cfg.Start + int64(cfg.Run)
+	run.byDeadline = run.admitted.ReturnedBefore(deadline)
+	run.lateEnd = time.Duration(run.admitted.LastEnd() - deadline)
+	run.elapsed = time.Duration(deadline - t0).Seconds()
 	run.bound = float64(cfg.Burst) + float64(cfg.Rate)*run.elapsed
-	run.decisionsPS = float64(run.calls) / time.Duration(run.last-cfg.Start).Seconds()
+	run.decisionsPS = float64(run.calls) / cfg.Run.Seconds()
 	return run
 }
 
 func (r mpRun) String() string {
-	return fmt.Sprintf("%d processes × %d goroutines, %d calls (%.0f/s, %d from leases, %d script calls): %d admitted of %.0f allowed (%.2f%%) in %.3fs; latest start %v after the agreed one; closest to the bound: %v",
-		mpProcesses, mpGoroutines, r.calls, r.decisionsPS, r.leased, r.scripts, r.admitted.Len(), r.bound,
-		100*float64(r.admitted.Len())/r.bound, r.elapsed, r.lateStart, r.worst)
+	return fmt.Sprintf("%d processes × %d goroutines, %d calls (%.0f/s, %d from leases, %d script calls): %d admitted by the deadline of %.0f allowed (%.2f%%) in %.3fs, %d in all; latest start %v after the agreed one, last admitted return %v after the deadline; closest to the bound: %v",
+		mpProcesses, mpGoroutines, r.calls, r.decisionsPS, r.leased, r.scripts, r.byDeadline, r.bound,
+		100*float64(r.byDeadline)/r.bound, r.elapsed, r.admitted.Len(), r.lateStart, r.lateEnd, r.worst)
 }
 
 // TestLeasesMultiProcess runs four processes (this test binary, again),
@@ -376,25 +379,37 @@ func (r mpRun) String() string {
 // slack is needed: see package admitcheck); and, the calls asking for
 // more, at least 90% of that in all.
 func TestLeasesMultiProcess(t *testing.T) {
+	// Without leases, the processes make fewer calls than the token
+	// bucket allows unless its rate is well under what the machine (two
+	// cores, shared) decides in Redis.
 	for _, mode := range []struct {
-		name  string
-		units int
-		run   time.Duration
+		name        string
+		units       int
+		rate, burst int
+		run         time.Duration
 	}{
-		{"leases", leaseUnits, 1200 * time.Millisecond},
-		{"no-leases", 0, 600 * time.Millisecond},
+		{"leases", leaseUnits, 20_000, 2_000, 1200 * time.Millisecond},
+		{"no-leases", 0, 10_000, 1_000, 800 * time.Millisecond},
 	} {
 		t.Run(mode.name, func(t *testing.T) {
-			r := runProcesses(t, workerConfig{Rate: 20_000, Burst: 2_000, LeaseUnits: mode.units, LeaseAge: leaseAge, Run: mode.run})
-			t.Log(r)
-			if r.worst.Over > 0 {
-				t.Errorf("admitted past burst + rate × elapsed: %v", r.worst)
-			}
-			if float64(r.calls) < 1.1*r.bound {
-				t.Fatalf("fixture: %d calls, under 110%% of the %.0f the limit allows", r.calls, r.bound)
-			}
-			if n := r.admitted.Len(); float64(n) < 0.9*r.bound {
-				t.Errorf("%d admitted of %.0f allowed (%.1f%%), want at least 90%%", n, r.bound, 100*float64(n)/r.bound)
+			// Only a run that fell short of the limit, which a loaded
+			// machine that starves every process for a while causes
+			// too, is run again; a breach fails at once.
+			const attempts = 3
+			for attempt := 1; ; attempt++ {
+				r := runProcesses(t, workerConfig{Rate: mode.rate, Burst: mode.burst, LeaseUnits: mode.units, LeaseAge: leaseAge, Run: mode.run})
+				t.Log(r)
+				if r.worst.Over > 0 {
+					t.Fatalf("admitted past burst + rate × elapsed: %v", r.worst)
+				}
+				err := admitcheck.Met(r.calls, int64(r.byDeadline), r.bound)
+				if err == nil {
+					return
+				}
+				if attempt == attempts {
+					t.Fatalf("run %d of %d: %v", attempt, attempts, err)
+				}
+				t.Logf("run %d of %d: %v; running again", attempt, attempts, err)
 			}
 		})
 	}
@@ -421,7 +436,7 @@ func BenchmarkLeasesMultiProcess(b *testing.B) {
 				b.Errorf("admitted past burst + rate × elapsed: %v", r.worst)
 			}
 			b.ReportMetric(1e9/r.decisionsPS, "ns/op")
-			b.ReportMetric(float64(r.admitted.Len())/r.bound, "admitted/bound")
+			b.ReportMetric(float64(r.byDeadline)/r.bound, "admitted/bound")
 			b.ReportMetric(r.decisionsPS, "decisions/s")
 			b.ReportMetric(float64(r.scripts)/float64(r.calls), "script-calls/decision")
 			b.ReportMetric(float64(r.leased)/float64(r.calls), "leased/decision")

@@ -56,6 +56,17 @@ func (c *Calls) FirstStart() int64 {
 	return c.starts[0]
 }
 
+// ReturnedBefore returns how many calls returned before t.
+func (c *Calls) ReturnedBefore(t int64) int { return countBelow(c.ends, t) }
+
+// LastEnd returns the latest return of a call; 0 when there are none.
+func (c *Calls) LastEnd() int64 {
+	if len(c.ends) == 0 {
+		return 0
+	}
+	return c.ends[len(c.ends)-1]
+}
+
 // CertainlyIn returns a lower bound on the calls that took effect in
 // [a, b): those that returned before b less those that started before a.
 func (c *Calls) CertainlyIn(a, b int64) int {
@@ -178,4 +189,20 @@ func WindowEnds(peeks []Peeked, skew time.Duration) []Span {
 		out = append(out, s)
 	}
 	return out
+}
+
+// Met reports, as an error, when a run does not show its limit met:
+// when the calls made did not ask for more than 110% of bound, what the
+// limit allowed over the run, or when fewer than 90% of bound were
+// admitted. A machine too loaded to run the callers for a while fails
+// it as surely as units left unused would, so a caller may run again
+// before it concludes.
+func Met(calls, admitted int64, bound float64) error {
+	if float64(calls) < 1.1*bound {
+		return fmt.Errorf("%d calls, under 110%% of the %.0f the limit allows", calls, bound)
+	}
+	if float64(admitted) < 0.9*bound {
+		return fmt.Errorf("%d admitted of %.0f allowed (%.1f%%), want at least 90%%", admitted, bound, 100*float64(admitted)/bound)
+	}
+	return nil
 }

@@ -75,3 +75,18 @@ func TestWorstIsTheClosest(t *testing.T) {
 		t.Errorf("TokenBucket: %v, want 1 call by 10ns", e)
 	}
 }
+
+func TestMet(t *testing.T) {
+	for _, tc := range []struct {
+		calls, admitted int64
+		ok              bool
+	}{
+		{2000, 950, true},
+		{2000, 899, false},
+		{1099, 1000, false},
+	} {
+		if err := Met(tc.calls, tc.admitted, 1000); (err == nil) != tc.ok {
+			t.Errorf("Met(%d, %d, 1000) = %v, want ok %v", tc.calls, tc.admitted, err, tc.ok)
+		}
+	}
+}
