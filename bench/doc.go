@@ -18,7 +18,11 @@
 // commandstats), BenchmarkAllowMany one AllowMany of 1,000 keys against
 // 1,000 Allow calls, BenchmarkChangedLimit the Redis time of a decision
 // on a key whose limit changes at every call (Limiter.Using) against one
-// whose limit stays the same. The peers, and the throughput benchmarks that compare
+// whose limit stays the same. BenchmarkHotKey measures one key called by
+// 64 goroutines with WithLeases and without (decisions/s,
+// script-calls/decision); BenchmarkLeasesMultiProcess and
+// TestLeasesMultiProcess run four processes of the test binary on one key
+// and check what they admitted together against the limit. The peers, and the throughput benchmarks that compare
 // with them and with the Redis-bound ceiling (redis-benchmark, when
 // installed), are in the nested module bench/peers, so that the library's
 // go.mod never requires them.
