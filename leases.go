@@ -73,7 +73,8 @@ type lease struct {
 // key share.
 type take struct {
 	done chan struct{}
-	need int // the cost of the call that asked
+	need int   // the cost of the call that asked
+	size int64 // the units asked for
 	// Set before done is closed:
 	res Result // Redis's denial when it granted nothing
 	got int64  // units granted
@@ -221,8 +222,9 @@ func (ls *leases) sizeFor(hk *hotKey, n int, now int64) int64 {
 }
 
 // leaseTries bounds how often one call waits for a lease request before
-// it decides in Redis alone.
-const leaseTries = 3
+// it decides in Redis alone: calls that keep the key busy from a lease
+// can spend each new lease before a woken caller runs.
+const leaseTries = 8
 
 // take decides a call of cost n on key through a lease: from the units
 // a request in flight brings, or by asking for a lease itself, when the
@@ -248,7 +250,7 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 				hk.mu.Unlock()
 				return outcome{}, false
 			}
-			p = &take{done: make(chan struct{}), need: n}
+			p = &take{done: make(chan struct{}), need: n, size: size}
 			hk.pending = p
 			asked = true
 			go ls.request(context.WithoutCancel(ctx), hk, p, size, at)
@@ -275,6 +277,11 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 		}
 		if r, ok := ls.spendFrom(hk, n, l.leaseClock()); ok {
 			return outcome{res: r, src: src}, true
+		}
+		if p.got < p.size {
+			// The key ran short: what it had went to other calls. Redis
+			// decides this one, and denies it if it is still short.
+			return outcome{}, false
 		}
 	}
 	return outcome{}, false
