@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -429,4 +430,50 @@ func ExampleCalendarQuota() {
 	// allowed=true remaining=0 retry after 0s
 	// allowed=false remaining=0 retry after 2h0m0s
 	// allowed=true remaining=2 full again in 24h0m0s
+}
+
+func ExampleWithLeases() {
+	rdb, done := newRedis()
+	defer done()
+	ctx := context.Background()
+
+	// A partner allows 50,000 calls a second across the fleet. Once the
+	// key is hot, each process takes up to 1,000 units at a time from
+	// Redis and admits calls from them in memory. The clock is fake: 100
+	// calls a millisecond: the first millisecond's go to Redis one by
+	// one, and measure the key's rate. 20 ms refill 1,000 units.
+	var now atomic.Int64
+	now.Store(time.Date(2026, 12, 1, 9, 0, 0, 0, time.UTC).UnixMicro())
+	var leased atomic.Int64
+	lim, err := redislimit.New(rdb, redislimit.TokenBucket(50_000, time.Second, 50_000),
+		redislimit.WithLeases(1000, 100*time.Millisecond),
+		redislimit.WithClock(func() time.Time { return time.UnixMicro(now.Load()) }),
+		redislimit.WithObserver(func(_ context.Context, o redislimit.Observation) {
+			if o.Leased {
+				leased.Add(1)
+			}
+		}))
+	if err != nil {
+		panic(err)
+	}
+	admitted := 0
+	for i := 0; i < 2000; i++ {
+		if res, err := lim.Allow(ctx, "partner-api"); err == nil && res.Allowed {
+			admitted++
+		}
+		if i%100 == 99 {
+			now.Add(1000) // 1 ms
+		}
+	}
+	fmt.Printf("admitted %d, %d from leases\n", admitted, leased.Load())
+
+	// Before the process exits: give the unused units back.
+	if err := lim.ReturnLeases(ctx); err != nil {
+		panic(err)
+	}
+	res, _ := lim.Peek(ctx, "partner-api")
+	fmt.Printf("Redis: remaining=%d\n", res.Remaining)
+	// Output:
+	// admitted 2000, 1900 from leases
+	// Redis: remaining=49000
 }

@@ -477,3 +477,33 @@ func TestLeasesReset(t *testing.T) {
 		t.Errorf("admitted %d after Reset, above the limit of %d", got, limit)
 	}
 }
+
+// AllowMany admits from a lease the keys that hold one, and sends the
+// others; a decision from a lease allocates nothing.
+func TestLeasesAllowManyAndAllocs(t *testing.T) {
+	c, counting := countedServer(t)
+	clk := clock.NewFake(epoch)
+	lim := newRedisLimiter(t, c, redislimit.FixedWindow(100_000, time.Hour), clk, redislimit.WithLeases(1000, time.Hour))
+	heat(t, lim, clk, "hot")
+	ctx := context.Background()
+	counting.reset()
+	res, err := lim.AllowMany(ctx, []string{"hot", "cold", "hot"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range res {
+		if !r.Allowed {
+			t.Errorf("key %d denied: %+v", i, r)
+		}
+	}
+	if calls := scriptCalls(counting); calls != 1 {
+		t.Errorf("AllowMany sent %d script calls, want 1, for the cold key", calls)
+	}
+	if a := testing.AllocsPerRun(100, func() {
+		if r, err := lim.Allow(ctx, "hot"); err != nil || !r.Allowed {
+			t.Fatal(r, err)
+		}
+	}); a != 0 {
+		t.Errorf("a decision from a lease allocates %v times, want 0", a)
+	}
+}
