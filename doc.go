@@ -175,7 +175,9 @@
 // already held admits until it ends; a lease request that fails leaves
 // each waiting call to the failure policy. [Limiter.Peek], Debit and
 // Refund always go to Redis; [Limiter.AllowMany] admits from a lease that
-// has units but never asks for one. A decision from a lease costs an
+// has units but never asks for one. A lease of a [SlidingLog] writes
+// one entry per unit, as AllowN of its size does: keep its maxUnits
+// small. A decision from a lease costs an
 // atomic operation and a clock read. The section "Hot keys" of the
 // README has the figures.
 //

@@ -291,7 +291,13 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 // least p.need, and installs it; it ends the lease it replaces.
 func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, size int64, at sendStamp) {
 	l := ls.l
+	// The lease's time starts no later than the script's: its units
+	// were taken at the script's time, which WithClock's is, and Redis's
+	// clock reads after the call was sent.
 	sentAt := l.leaseClock()
+	if l.now != nil {
+		sentAt = at.now
+	}
 	mode := luascript.LeasePrefix + strconv.FormatInt(size, 10)
 	reply, err := l.sender.call(ctx, l.prepareMode(hk.key, p.need, mode, at.now))
 	var r Result
