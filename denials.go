@@ -157,6 +157,15 @@ var monoBase = time.Now()
 // denial.
 func monoMicros() int64 { return int64(time.Since(monoBase) / time.Microsecond) }
 
+// stamp returns the sendStamp of a decision about to be sent.
+func (l *Limiter) stamp() sendStamp {
+	at := sendStamp{now: l.sendTime(), epoch: noRecord}
+	if l.denials != nil {
+		at.epoch = l.denials.stamp()
+	}
+	return at
+}
+
 // sendTime returns the time of a decision about to be sent, in µs: the
 // [WithClock] time passed to the script, or the deny cache's clock; 0 when
 // neither is in use.

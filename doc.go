@@ -148,14 +148,16 @@
 //     period it was taken in, so each is exact.
 //   - Unused units go back. When a lease ends (at maxAge, when it is
 //     replaced, or at [Limiter.ReturnLeases]) its unused units are given
-//     back in one script call: to a [TokenBucket] at any time (the
-//     bucket is then as if they had never been taken); to a window only
-//     while the window they were taken in is current, which the script
-//     checks by its own clock (later, they are dropped: the window they
-//     belong to is over). A [SlidingLog] and algorithms defined outside
-//     the package cannot give units back exactly, and keep them until
-//     they leave the window. A give-back that fails goes to OnError and
-//     its units stay consumed.
+//     back in one script call, while that leaves the key as if they had
+//     never been taken, which the script checks by its own clock: to a
+//     window while the window they were taken in is current; to a
+//     [TokenBucket] until it could have refilled (later, the bucket may
+//     have filled and been taken from again). Past that, they are
+//     dropped. A [SlidingLog] and algorithms defined outside the package
+//     cannot give units back exactly, and keep them until they leave the
+//     window; a lease of such an algorithm lasts maxAge, so within a
+//     window it can run ahead as a sliding log does. A give-back that
+//     fails goes to OnError and its units stay consumed.
 //   - Bounded under-admission: a process holds at most maxUnits unused
 //     units of a key, for at most maxAge.
 //   - Adaptive. Each key's rate is measured in each process over spans of
@@ -175,7 +177,14 @@
 // already held admits until it ends; a lease request that fails leaves
 // each waiting call to the failure policy. [Limiter.Peek], Debit and
 // Refund always go to Redis; [Limiter.AllowMany] admits from a lease that
-// has units but never asks for one. A lease of a [SlidingLog] writes
+// has units but never asks for one. [Limiter.Reset] ends the leases of the
+// key that the limiter and those derived from it hold, and drops a lease
+// request in flight. Two things are beyond a process's sight: a Reset
+// made by another process, and a change of a key's window by other
+// parameters (another plan through Using, or another process's
+// configuration). Leases held elsewhere then admit until they end, and
+// may give their units back into the key's new state: up to maxUnits per
+// process and key, once. A lease of a [SlidingLog] writes
 // one entry per unit, as AllowN of its size does: keep its maxUnits
 // small. A decision from a lease costs an
 // atomic operation and a clock read. The section "Hot keys" of the

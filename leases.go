@@ -2,6 +2,7 @@ package redislimit
 
 import (
 	"context"
+	"fmt"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -49,6 +50,7 @@ type hotKey struct {
 	calls atomic.Int64 // decisions, counted since the key was first seen
 
 	mu      sync.Mutex
+	resets  int64   // Resets of the key; guarded by mu
 	pending *take   // the lease request in flight; nil: none
 	since   int64   // start of the current rate span, µs on the limiter's clock
 	base    int64   // calls at since
@@ -66,15 +68,16 @@ type lease struct {
 	// they cannot be given back exactly, and stay consumed.
 	giveBack string
 	res      Result // what Redis said when the lease was taken
-	timer    *time.Timer
+	timer    atomic.Pointer[time.Timer]
 }
 
 // A take is a lease request in flight, which concurrent callers on its
 // key share.
 type take struct {
 	done chan struct{}
-	need int   // the cost of the call that asked
-	size int64 // the units asked for
+	need   int   // the cost of the call that asked
+	size   int64 // the units asked for
+	resets int64 // the key's Resets when it was asked for
 	// Set before done is closed:
 	res Result // Redis's denial when it granted nothing
 	got int64  // units granted
@@ -229,14 +232,24 @@ const leaseTries = 8
 // take decides a call of cost n on key through a lease: from the units
 // a request in flight brings, or by asking for a lease itself, when the
 // key's rate makes one pay. It reports false when the call should be
-// decided in Redis as usual.
+// decided in Redis as usual. It waits for lease requests no longer than
+// the limiter's timeout in all, nor past ctx's end.
 func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (outcome, bool) {
 	hk := ls.hot(key)
 	if hk == nil {
 		return outcome{}, false
 	}
 	l := ls.l
-	for range leaseTries {
+	var timeout *time.Timer
+	defer func() {
+		if timeout != nil {
+			timeout.Stop()
+		}
+	}()
+	for try := range leaseTries {
+		if try > 0 {
+			at = l.stamp() // the time of this request, not of the last
+		}
 		now := l.leaseClock()
 		if r, ok := ls.spendFrom(hk, n, now); ok {
 			return outcome{res: r, src: fromLease}, true
@@ -250,16 +263,24 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 				hk.mu.Unlock()
 				return outcome{}, false
 			}
-			p = &take{done: make(chan struct{}), need: n, size: size}
+			p = &take{done: make(chan struct{}), need: n, size: size, resets: hk.resets}
 			hk.pending = p
 			asked = true
-			go ls.request(context.WithoutCancel(ctx), hk, p, size, at)
+			go ls.request(context.WithoutCancel(ctx), hk, p, at)
 		}
 		hk.mu.Unlock()
+		if timeout == nil {
+			timeout = time.NewTimer(l.timeout)
+		}
 		select {
 		case <-p.done:
 		case <-ctx.Done():
 			return outcome{err: l.wrap(ctx.Err()), src: fromLease}, true
+		case <-timeout.C:
+			err := fmt.Errorf("%w after %v waiting for a lease", ErrTimeout, l.timeout)
+			o := l.finish(ctx, key, n, true, at, nil, err, true)
+			o.src = fromLease
+			return o, true
 		}
 		src := fromLease
 		if asked {
@@ -287,9 +308,10 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 	return outcome{}, false
 }
 
-// request asks Redis for a lease of up to size units of hk's key, at
-// least p.need, and installs it; it ends the lease it replaces.
-func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, size int64, at sendStamp) {
+// request asks Redis for a lease of up to p.size units of hk's key, at
+// least p.need, and installs it, unless the key was Reset meanwhile; it
+// ends the lease it replaces.
+func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, at sendStamp) {
 	l := ls.l
 	// The lease's time starts no later than the script's: its units
 	// were taken at the script's time, which WithClock's is, and Redis's
@@ -298,13 +320,14 @@ func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, size int64, 
 	if l.now != nil {
 		sentAt = at.now
 	}
-	mode := luascript.LeasePrefix + strconv.FormatInt(size, 10)
+	mode := luascript.LeasePrefix + strconv.FormatInt(p.size, 10)
 	reply, err := l.sender.call(ctx, l.prepareMode(hk.key, p.need, mode, at.now))
 	var r Result
 	var got, scriptNow int64
 	if err == nil {
 		r, got, scriptNow, err = l.parseLease(reply)
 	}
+	var np *lease
 	switch {
 	case err != nil:
 		p.err = err
@@ -317,27 +340,31 @@ func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, size int64, 
 			l.denials.record(hk.key, l.params, p.need, at.now, at.epoch, r)
 		}
 	default:
-		p.got = got
-		np := &lease{takenAt: sentAt, expires: sentAt + ls.maxAge, res: r}
+		np = &lease{takenAt: sentAt, expires: sentAt + ls.maxAge, res: r}
 		np.res.Allowed, np.res.RetryAfter = true, 0
-		if d, ok := giveBackWindow(l.alg, r); ok {
-			switch {
-			case d < 0:
-				np.giveBack = luascript.Refund
-			case d > 0:
-				np.expires = min(np.expires, sentAt+d.Microseconds())
-				np.giveBack = luascript.GiveBackPrefix + strconv.FormatInt(scriptNow+d.Microseconds(), 10)
-			default:
-				np.expires = sentAt
-			}
+		life, back := leaseTermsOf(l.alg, r)
+		if life >= 0 {
+			np.expires = min(np.expires, sentAt+life.Microseconds())
+		}
+		if back > 0 {
+			np.giveBack = luascript.GiveBackPrefix + strconv.FormatInt(scriptNow+back.Microseconds(), 10)
 		}
 		np.units.Store(got)
-		np.timer = time.AfterFunc(time.Duration(np.expires-sentAt)*time.Microsecond, func() { ls.end(hk.key, np) })
+	}
+	hk.mu.Lock()
+	if np != nil && hk.resets == p.resets {
+		p.got = np.units.Load()
 		if old := hk.cur.Swap(np); old != nil {
 			ls.end(hk.key, old)
 		}
+		t := time.AfterFunc(time.Duration(np.expires-sentAt)*time.Microsecond, func() { ls.end(hk.key, np) })
+		np.timer.Store(t)
+		if np.units.Load() == 0 {
+			t.Stop() // ended meanwhile
+		}
 	}
-	hk.mu.Lock()
+	// A lease taken across a Reset is dropped: its units may come from
+	// the state that Reset deleted.
 	hk.pending = nil
 	hk.mu.Unlock()
 	close(p.done)
@@ -370,8 +397,8 @@ func (l *Limiter) parseLease(reply any) (Result, int64, int64, error) {
 // sees.
 func (p *lease) stop() int64 {
 	left := p.units.Swap(0)
-	if p.timer != nil {
-		p.timer.Stop()
+	if t := p.timer.Load(); t != nil {
+		t.Stop()
 	}
 	return left
 }
@@ -394,70 +421,87 @@ func (ls *leases) giveBack(ctx context.Context, key, mode string, n int64) error
 	return err
 }
 
-// giveBackWindow returns how long after a take whose Result is r a
-// give-back of its units leaves the key exactly as if they had not been
-// taken: negative for always; ok is false when alg cannot give them back.
-func giveBackWindow(alg Algorithm, r Result) (time.Duration, bool) {
-	g, ok := alg.(giveBacker)
-	if !ok {
-		return 0, false
+// leaseTermsOf returns alg's terms for a lease whose take Redis answered
+// with r ([leaseTermer]); an algorithm without terms admits from a lease
+// for maxAge and cannot give units back.
+func leaseTermsOf(alg Algorithm, r Result) (life, giveBack time.Duration) {
+	if t, ok := alg.(leaseTermer); ok {
+		return t.leaseTerms(r)
 	}
-	return g.giveBackWindow(r)
+	return -1, 0
 }
 
-// A giveBacker is an algorithm whose Refund gives leased units back
-// exactly, for a time after they were taken.
-type giveBacker interface {
-	// giveBackWindow returns how long after a take whose Result is r
-	// (Redis's, after the take) a Refund of the taken units leaves the
-	// key as if they had not been taken: negative for always; ok false
-	// for never.
-	giveBackWindow(r Result) (d time.Duration, ok bool)
+// A leaseTermer is an algorithm that bounds how long leased units may be
+// admitted, or can take them back exactly.
+type leaseTermer interface {
+	// leaseTerms returns, for a take that Redis answered with r: how long
+	// after it the units may still be admitted (negative: for maxAge), and
+	// how long after it a Refund of them leaves the key as if they had
+	// never been taken (zero or less: never).
+	leaseTerms(r Result) (life, giveBack time.Duration)
 }
 
-// A token bucket's refund moves its TAT back, never before now: the same
-// state as if the units had not been taken, at any time.
-func (tokenBucket) giveBackWindow(Result) (time.Duration, bool) { return -1, true }
+// A token bucket's refund moves its TAT back, never before now: as if the
+// units had never been taken while the bucket has not refilled since,
+// which it cannot before the TAT the take left, ResetAfter from it. After
+// that the bucket may have filled and been taken from again, and the
+// refund would free units taken by others.
+func (tokenBucket) leaseTerms(r Result) (time.Duration, time.Duration) { return -1, r.ResetAfter }
 
 // A fixed window's refund lowers the count of the window it finds: the
-// one the units were taken in until it ends, which ResetAfter names.
-func (fixedWindow) giveBackWindow(r Result) (time.Duration, bool) { return r.ResetAfter, true }
+// one the units were taken in until it ends, which ResetAfter names. A
+// unit admitted after it would count in no window.
+func (fixedWindow) leaseTerms(r Result) (time.Duration, time.Duration) {
+	return r.ResetAfter, r.ResetAfter
+}
 
 // A calendar period's count, as a fixed window's.
-func (calendarQuota) giveBackWindow(r Result) (time.Duration, bool) { return r.ResetAfter, true }
+func (calendarQuota) leaseTerms(r Result) (time.Duration, time.Duration) {
+	return r.ResetAfter, r.ResetAfter
+}
 
 // A sliding window's refund takes from the current window's count first:
 // exact while the window the units were taken in is current. After a
 // take its count is positive, so ResetAfter runs a window past its end.
-func (a slidingWindow) giveBackWindow(r Result) (time.Duration, bool) {
-	return max(r.ResetAfter-a.window, 0), true
+func (a slidingWindow) leaseTerms(r Result) (time.Duration, time.Duration) {
+	d := max(r.ResetAfter-a.window, 0)
+	return d, d
 }
 
-// All gives back through every part: while each part can.
-func (a allOf) giveBackWindow(r Result) (time.Duration, bool) {
+// A sliding log's refund removes its newest entries, which may be others'
+// taken after the lease: its units cannot go back.
+func (slidingLog) leaseTerms(Result) (time.Duration, time.Duration) { return -1, 0 }
+
+// All's lease lasts as long as its shortest-lived part allows, and gives
+// back while every part can.
+func (a allOf) leaseTerms(r Result) (life, giveBack time.Duration) {
 	if len(r.Parts) != len(a.parts) {
-		return 0, false
+		return 0, 0
 	}
-	w := time.Duration(-1)
+	life, giveBack = -1, -1
 	for i, p := range a.parts {
-		d, ok := giveBackWindow(p, r.Parts[i])
-		if !ok {
-			return 0, false
+		l, g := leaseTermsOf(p, r.Parts[i])
+		if l >= 0 && (life < 0 || l < life) {
+			life = l
 		}
-		if d >= 0 && (w < 0 || d < w) {
-			w = d
+		if giveBack < 0 || g < giveBack {
+			giveBack = g
 		}
 	}
-	return w, true
+	return life, max(giveBack, 0)
 }
 
 // drop ends key's lease without giving its units back, for a Reset: the
 // key's state in Redis is gone, and with it what the lease took.
 func (ls *leases) drop(key string) {
 	if v, ok := ls.keys.Load(key); ok {
-		if p := v.(*hotKey).cur.Load(); p != nil {
+		hk := v.(*hotKey)
+		hk.mu.Lock()
+		hk.resets++
+		if p := hk.cur.Load(); p != nil {
 			p.stop()
 		}
+		hk.mu.Unlock()
 	}
 }
 

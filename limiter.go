@@ -528,10 +528,11 @@ func (l *Limiter) adjustLocal(key string, delta int64, degraded bool) (Result, e
 }
 
 // Reset deletes key's state, giving it full capacity again. Resetting a key
-// with no state is not an error. With [WithLeases], the limiter's lease of
-// key ends without giving its units back, since the state they came from
-// is gone; leases that other processes hold admit until they end, at most
-// their maxAge later.
+// with no state is not an error. With [WithLeases], the leases of key that
+// the limiter and those derived from it with [Limiter.Using] hold end
+// without giving their units back, since the state they came from is
+// gone, and a lease request in flight is dropped; leases that other
+// processes hold admit until they end, at most their maxAge later.
 func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if err := l.built(); err != nil {
 		return err
@@ -545,8 +546,8 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.local != nil {
 		l.local.delete(key)
 	}
-	if l.leases != nil {
-		l.leases.drop(key)
+	for _, ls := range l.fam.leaseSets() {
+		ls.drop(key) // every Limiter derived from this one may share the key
 	}
 	if l.denials != nil {
 		l.denials.beginReset(key)

@@ -66,9 +66,10 @@ type Observation struct {
 	RoundTrips int
 	// DenyCacheHit reports that the deny cache ([WithDenyCache]) answered.
 	DenyCacheHit bool
-	// Leased reports that the decision was made in process memory, from
-	// units of a lease ([WithLeases]) taken from Redis earlier; RoundTrips
-	// is then 0.
+	// Leased reports that the call was admitted from units of a lease
+	// ([WithLeases]) taken from Redis: RoundTrips is 1 for the call that
+	// asked Redis for the lease, and 0 for the others, made in process
+	// memory.
 	Leased bool
 }
 

@@ -202,7 +202,8 @@ func WithShadowMode() Option {
 // Remaining the units Redis had left when the lease was taken plus those
 // still unused in it (in one process, what Redis would say, refill
 // aside), and ResetAfter Redis's when the lease was taken less the time
-// since; its [Observation] has Leased set and no round trip. maxUnits
+// since; its [Observation] has Leased set, and no round trip but for the
+// call that asked Redis for the lease. maxUnits
 // below 1 or above [MaxDebit], or maxAge of zero or less, or above
 // [MaxWindow], makes [New] return an error wrapping [ErrInvalidConfig];
 // [NewConcurrency] refuses the option, and [NewLocal] ignores it. By
