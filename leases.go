@@ -74,7 +74,7 @@ type lease struct {
 // A take is a lease request in flight, which concurrent callers on its
 // key share.
 type take struct {
-	done chan struct{}
+	done   chan struct{}
 	need   int   // the cost of the call that asked
 	size   int64 // the units asked for
 	resets int64 // the key's Resets when it was asked for
