@@ -135,11 +135,15 @@ func send(ctx context.Context, c redis.Scripter, r *request) (any, error) {
 // EVAL in a second pipeline.
 func sendBatch(ctx context.Context, c pipeliner, batch []*call) {
 	cmds := make([]*redis.Cmd, len(batch))
-	pipe := c.Pipeline()
+	queued := make([]redis.Cmder, len(batch))
 	for i, b := range batch {
 		cmds[i] = b.cmd(ctx, false)
-		_ = pipe.Process(ctx, onceCmd{cmds[i]})
+		queued[i] = onceCmd{cmds[i]}
 	}
+	// One BatchProcess sizes the pipeline's queue once, where a Process
+	// per command would grow it step by step.
+	pipe := c.Pipeline()
+	_ = pipe.BatchProcess(ctx, queued...)
 	_, _ = pipe.Exec(ctx)
 	var again redis.Pipeliner
 	for i, cmd := range cmds {

@@ -232,8 +232,16 @@ func onWorker(j job) (any, error) {
 		j.call.recycle()
 		return nil, fmt.Errorf("%w: %d timed-out calls still wait for Redis", ErrCircuitOpen, maxAbandoned)
 	}
+	// One context ends at the deadline for both sides: the caller stops
+	// waiting when it ends, and the worker's send passes it to go-redis,
+	// so that pool waits and dials end there too (socket reads ignore it
+	// on the clients that come here). Once the caller gave up, it has
+	// ended, so cancelling it changes nothing for the worker.
+	ctx, cancel := context.WithDeadline(j.ctx, j.call.deadline)
+	defer cancel()
+	j.ctx = ctx
 	dispatch(j)
-	reply, err, gaveUp := j.call.wait(j.ctx)
+	reply, err, gaveUp := j.call.await(ctx.Done(), nil)
 	if gaveUp {
 		// The worker finishes on its own and drops the call.
 		j.abandoned.Add(1)
@@ -306,11 +314,17 @@ func (c *call) finish() bool {
 // never sent.
 func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 	c.timer.Reset(time.Until(c.deadline))
+	return c.await(ctx.Done(), c.timer.C)
+}
+
+// await is wait until done is closed or timeout receives, whichever
+// comes first: done is a context's, and timeout, when not nil, c.timer's.
+func (c *call) await(done <-chan struct{}, timeout <-chan time.Time) (reply any, err error, gaveUp bool) {
 	select {
 	case <-c.ready:
-	case <-c.timer.C:
+	case <-timeout:
 		gaveUp = true
-	case <-ctx.Done():
+	case <-done:
 		gaveUp = true
 	}
 	if gaveUp {
@@ -327,7 +341,7 @@ func (c *call) wait(ctx context.Context) (reply any, err error, gaveUp bool) {
 // A job is a call for a worker to send, and what sending it needs.
 type job struct {
 	call      *call
-	ctx       context.Context // the caller's
+	ctx       context.Context // the caller's, ending at the call's deadline
 	client    redis.Scripter
 	abandoned *atomic.Int32 // what a late finish lowers
 	// What is sent instead of the call's request, when not nil: batch,
@@ -345,10 +359,7 @@ func (j job) run() {
 		j.abandoned.Add(-1)
 		return
 	}
-	// The deadline bounds go-redis's pool waits and dials, so that a call
-	// is not sent long after its caller gave up; socket reads ignore it on
-	// the clients that come here.
-	ctx, cancel := context.WithDeadline(j.ctx, c.deadline)
+	ctx := j.ctx // ends at the call's deadline (see onWorker)
 	switch {
 	case j.do != nil:
 		c.err = j.do(ctx)
@@ -357,7 +368,6 @@ func (j job) run() {
 	default:
 		c.reply, c.err = send(ctx, j.client, &c.request)
 	}
-	cancel()
 	if !c.finish() {
 		j.abandoned.Add(-1)
 	}

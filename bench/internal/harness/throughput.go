@@ -74,8 +74,9 @@ func decideOn(c redis.Scripter, alg redislimit.Algorithm, opts []redislimit.Opti
 // that many goroutines make b.N decisions between them, the i-th on the
 // (i mod [SpreadKeys])-th of SpreadKeys keys, on a client built with
 // go-redis's default options (s.Options aside) or, with s.Dial, on the
-// subject's own client. Besides what [Meter]
-// reports, each reports decisions/s and, on a real server,
+// subject's own client. Besides what [Meter] reports, each reports
+// decisions/s, client-cpu-usec/op (the CPU the benchmark process used per
+// decision) and, on a real server,
 // script-calls/op. Every call must report s.Allowed; on a real server
 // every decision must have run a script in Redis (EVALSHA or EVAL) at
 // least once, so that none was answered without Redis; and s.Prepare and
@@ -123,7 +124,8 @@ func SpreadKeyNames(t *Target, name string, n int) []string {
 // Spread times b.N decisions made by exactly g goroutines between them,
 // the i-th of them by d on keys[i mod len(keys)], each of which must
 // report want. It measures the section with a [Meter] on ctr (the
-// counting hook of d's client) and also reports decisions/s and, on a
+// counting hook of d's client) and also reports decisions/s, the
+// process's CPU per decision (client-cpu-usec/op) and, on a
 // real server, script-calls/op: the EVALSHA and EVAL calls Redis ran per
 // decision, from INFO commandstats. It returns the decisions made on each
 // key and the script calls Redis ran (-1 when not measured).
@@ -164,11 +166,18 @@ func Spread(b *testing.B, t *Target, ctr *Counter, g int, keys []string, d Decid
 	}
 	m := Measure(b, t, ctr)
 	b.ResetTimer()
+	cpu0, cpuOK := processCPU()
 	began := time.Now()
 	close(start)
 	wg.Wait()
 	elapsed := time.Since(began)
+	cpu1, _ := processCPU()
 	m.Done()
+	if cpuOK {
+		// The whole process's CPU: the client's, since the server runs
+		// in a process of its own (miniredis aside).
+		b.ReportMetric(float64((cpu1-cpu0).Nanoseconds())/1e3/float64(n), "client-cpu-usec/op")
+	}
 	if failed.Load() {
 		b.FailNow()
 	}
