@@ -151,9 +151,10 @@
 //     back in one script call, while that leaves the key as if they had
 //     never been taken, which the script checks by its own clock: to a
 //     window while the window they were taken in is current; to a
-//     [TokenBucket] until it could have refilled (later, the bucket may
-//     have filled and been taken from again). Past that, they are
-//     dropped. A [SlidingLog] and algorithms defined outside the package
+//     [TokenBucket] while, without them, it would not be full yet (a full
+//     bucket forgets time, and a later refund would free units others
+//     took since; so a bucket that was full before the take keeps them,
+//     and they refill at its rate). Past that, they are dropped. A [SlidingLog] and algorithms defined outside the package
 //     cannot give units back exactly, and keep them until they leave the
 //     window; a lease of such an algorithm lasts maxAge, so within a
 //     window it can run ahead as a sliding log does. A give-back that
@@ -186,8 +187,8 @@
 // may give their units back into the key's new state: up to maxUnits per
 // process and key, once. A lease of a [SlidingLog] writes
 // one entry per unit, as AllowN of its size does: keep its maxUnits
-// small. A decision from a lease costs an
-// atomic operation and a clock read. The section "Hot keys" of the
+// small. A decision from a lease costs an atomic operation and a clock
+// read, and allocates nothing but, for an [All], its Parts. The section "Hot keys" of the
 // README has the figures.
 //
 // # Batching

@@ -240,6 +240,7 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 		return outcome{}, false
 	}
 	l := ls.l
+	start := time.Now()
 	var timeout *time.Timer
 	defer func() {
 		if timeout != nil {
@@ -270,7 +271,7 @@ func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (ou
 		}
 		hk.mu.Unlock()
 		if timeout == nil {
-			timeout = time.NewTimer(l.timeout)
+			timeout = time.NewTimer(l.timeout - time.Since(start))
 		}
 		select {
 		case <-p.done:
@@ -326,6 +327,9 @@ func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, at sendStamp
 	var got, scriptNow int64
 	if err == nil {
 		r, got, scriptNow, err = l.parseLease(reply)
+		if err == nil && (got > p.size || got > 0 && got < int64(p.need)) {
+			err = fmt.Errorf("%w: a lease of %d units, asked for %d to %d", ErrMalformedReply, got, p.need, p.size)
+		}
 	}
 	var np *lease
 	switch {
@@ -342,7 +346,7 @@ func (ls *leases) request(ctx context.Context, hk *hotKey, p *take, at sendStamp
 	default:
 		np = &lease{takenAt: sentAt, expires: sentAt + ls.maxAge, res: r}
 		np.res.Allowed, np.res.RetryAfter = true, 0
-		life, back := leaseTermsOf(l.alg, r)
+		life, back := leaseTermsOf(l.alg, r, got)
 		if life >= 0 {
 			np.expires = min(np.expires, sentAt+life.Microseconds())
 		}
@@ -424,9 +428,9 @@ func (ls *leases) giveBack(ctx context.Context, key, mode string, n int64) error
 // leaseTermsOf returns alg's terms for a lease whose take Redis answered
 // with r ([leaseTermer]); an algorithm without terms admits from a lease
 // for maxAge and cannot give units back.
-func leaseTermsOf(alg Algorithm, r Result) (life, giveBack time.Duration) {
+func leaseTermsOf(alg Algorithm, r Result, got int64) (life, giveBack time.Duration) {
 	if t, ok := alg.(leaseTermer); ok {
-		return t.leaseTerms(r)
+		return t.leaseTerms(r, got)
 	}
 	return -1, 0
 }
@@ -434,53 +438,59 @@ func leaseTermsOf(alg Algorithm, r Result) (life, giveBack time.Duration) {
 // A leaseTermer is an algorithm that bounds how long leased units may be
 // admitted, or can take them back exactly.
 type leaseTermer interface {
-	// leaseTerms returns, for a take that Redis answered with r: how long
+	// leaseTerms returns, for a take of got units that Redis answered
+	// with r: how long
 	// after it the units may still be admitted (negative: for maxAge), and
 	// how long after it a Refund of them leaves the key as if they had
 	// never been taken (zero or less: never).
-	leaseTerms(r Result) (life, giveBack time.Duration)
+	leaseTerms(r Result, got int64) (life, giveBack time.Duration)
 }
 
 // A token bucket's refund moves its TAT back, never before now: as if the
-// units had never been taken while the bucket has not refilled since,
-// which it cannot before the TAT the take left, ResetAfter from it. After
-// that the bucket may have filled and been taken from again, and the
-// refund would free units taken by others.
-func (tokenBucket) leaseTerms(r Result) (time.Duration, time.Duration) { return -1, r.ResetAfter }
+// units had never been taken while, without them, the bucket would not
+// have been full, which it would be from the TAT before the take:
+// ResetAfter less the units' refill. (Once full, a bucket forgets time; a
+// later refund would free units that others took since.) A bucket full
+// before the take cannot take its units back. The µs taken off covers
+// the rounding of ResetAfter.
+func (a tokenBucket) leaseTerms(r Result, got int64) (time.Duration, time.Duration) {
+	refill := time.Duration(float64(a.per) / float64(a.rate) * float64(got))
+	return -1, max(r.ResetAfter-refill-time.Microsecond, 0)
+}
 
 // A fixed window's refund lowers the count of the window it finds: the
 // one the units were taken in until it ends, which ResetAfter names. A
 // unit admitted after it would count in no window.
-func (fixedWindow) leaseTerms(r Result) (time.Duration, time.Duration) {
+func (fixedWindow) leaseTerms(r Result, _ int64) (time.Duration, time.Duration) {
 	return r.ResetAfter, r.ResetAfter
 }
 
 // A calendar period's count, as a fixed window's.
-func (calendarQuota) leaseTerms(r Result) (time.Duration, time.Duration) {
+func (calendarQuota) leaseTerms(r Result, _ int64) (time.Duration, time.Duration) {
 	return r.ResetAfter, r.ResetAfter
 }
 
 // A sliding window's refund takes from the current window's count first:
 // exact while the window the units were taken in is current. After a
 // take its count is positive, so ResetAfter runs a window past its end.
-func (a slidingWindow) leaseTerms(r Result) (time.Duration, time.Duration) {
+func (a slidingWindow) leaseTerms(r Result, _ int64) (time.Duration, time.Duration) {
 	d := max(r.ResetAfter-a.window, 0)
 	return d, d
 }
 
 // A sliding log's refund removes its newest entries, which may be others'
 // taken after the lease: its units cannot go back.
-func (slidingLog) leaseTerms(Result) (time.Duration, time.Duration) { return -1, 0 }
+func (slidingLog) leaseTerms(Result, int64) (time.Duration, time.Duration) { return -1, 0 }
 
 // All's lease lasts as long as its shortest-lived part allows, and gives
 // back while every part can.
-func (a allOf) leaseTerms(r Result) (life, giveBack time.Duration) {
+func (a allOf) leaseTerms(r Result, got int64) (life, giveBack time.Duration) {
 	if len(r.Parts) != len(a.parts) {
 		return 0, 0
 	}
 	life, giveBack = -1, -1
 	for i, p := range a.parts {
-		l, g := leaseTermsOf(p, r.Parts[i])
+		l, g := leaseTermsOf(p, r.Parts[i], got)
 		if l >= 0 && (life < 0 || l < life) {
 			life = l
 		}

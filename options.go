@@ -204,7 +204,7 @@ func WithShadowMode() Option {
 // aside), and ResetAfter Redis's when the lease was taken less the time
 // since; its [Observation] has Leased set, and no round trip but for the
 // call that asked Redis for the lease. maxUnits
-// below 1 or above [MaxDebit], or maxAge of zero or less, or above
+// below 1 or above [MaxDebit], or maxAge below a µs or above
 // [MaxWindow], makes [New] return an error wrapping [ErrInvalidConfig];
 // [NewConcurrency] refuses the option, and [NewLocal] ignores it. By
 // default there are none: every decision goes to Redis.
@@ -213,8 +213,8 @@ func WithLeases(maxUnits int, maxAge time.Duration) Option {
 		switch {
 		case maxUnits < 1 || maxUnits > MaxDebit:
 			l.optErr = fmt.Errorf("%w: leases of %d units, want 1 to %d", ErrInvalidConfig, maxUnits, MaxDebit)
-		case maxAge <= 0 || maxAge > MaxWindow:
-			l.optErr = fmt.Errorf("%w: leases of %v, want more than 0 and at most %v", ErrInvalidConfig, maxAge, MaxWindow)
+		case maxAge < time.Microsecond || maxAge > MaxWindow:
+			l.optErr = fmt.Errorf("%w: leases of %v, want 1µs to %v", ErrInvalidConfig, maxAge, MaxWindow)
 		default:
 			l.leaseUnits, l.leaseAge = int64(maxUnits), maxAge
 		}
