@@ -450,3 +450,41 @@ func TestLeasesResetThroughUsing(t *testing.T) {
 		t.Errorf("admitted %d after Reset, above the limit of %d", first+more, limit)
 	}
 }
+
+// A token bucket's unused units go back only while the bucket, without
+// them, would not be full yet: between that moment and the one when it
+// is full with them, a refund would let others take more than the burst
+// at one instant.
+func TestLeasesTokenBucketGiveBackBeforeFull(t *testing.T) {
+	c := redistest.NewClient(t, redistest.Start(t).Addr())
+	clk := clock.NewFake(epoch)
+	const burst = 1000 // a unit a ms
+	alg := redislimit.TokenBucket(burst, time.Second, burst)
+	leasing := newRedisLimiter(t, c, alg, clk, redislimit.WithLeases(100, time.Hour))
+	other := newRedisLimiter(t, c, alg, clk)
+	admitted := heat(t, leasing, clk, "k")
+	ctx := context.Background()
+	r, err := other.Peek(ctx, "k")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The bucket was full at epoch and has not been since: Redis has
+	// consumed a unit for each ms from epoch to its TAT.
+	consumed := int((clk.Now().Sub(epoch) + r.ResetAfter) / time.Millisecond)
+	unused := consumed - admitted
+	if unused < 2 {
+		t.Fatalf("%d units unused in the lease after %d calls, want a lease with some left", unused, admitted)
+	}
+	// Between the moment the bucket would be full without the unused
+	// units and the one it is full with them.
+	clk.Advance(r.ResetAfter - time.Duration(unused/2)*time.Millisecond)
+	first := drainKey(t, other, "k")
+	if err := leasing.ReturnLeases(ctx); err != nil {
+		t.Fatal(err)
+	}
+	more := drainKey(t, other, "k")
+	t.Logf("%d unused; at one instant: %d admitted, %d more after ReturnLeases", unused, first, more)
+	if first+more > burst {
+		t.Errorf("admitted %d at one instant, above the burst of %d", first+more, burst)
+	}
+}
