@@ -152,15 +152,17 @@
 //     never been taken, which the script checks by its own clock: to a
 //     window while the window they were taken in is current; to a
 //     [TokenBucket] while, without them, it would not be full yet (a full
-//     bucket forgets time, and a later refund would free units others
-//     took since; so a bucket that was full before the take keeps them,
-//     and they refill at its rate). Past that, they are dropped. A [SlidingLog] and algorithms defined outside the package
-//     cannot give units back exactly, and keep them until they leave the
-//     window; a lease of such an algorithm lasts maxAge, so within a
+//     bucket forgets time, and a later refund would free units that
+//     others took since). Past that, they are dropped. A [SlidingLog] and
+//     algorithms defined outside the package cannot give units back
+//     exactly; a lease of such an algorithm lasts maxAge, so within a
 //     window it can run ahead as a sliding log does. A give-back that
-//     fails goes to OnError and its units stay consumed.
+//     fails goes to OnError.
 //   - Bounded under-admission: a process holds at most maxUnits unused
-//     units of a key, for at most maxAge.
+//     units of a key, for at most maxAge. Units that cannot go back count
+//     only as long as the state they were taken from counts them: a
+//     bucket refills them at its rate, a window forgets them when it
+//     ends, a sliding log when they leave its window.
 //   - Adaptive. Each key's rate is measured in each process over spans of
 //     100 ms (or maxAge, if shorter). A lease takes the decisions that
 //     rate makes in half of maxAge, at most maxUnits; a key whose lease
@@ -185,10 +187,10 @@
 // parameters (another plan through Using, or another process's
 // configuration). Leases held elsewhere then admit until they end, and
 // may give their units back into the key's new state: up to maxUnits per
-// process and key, once. A lease of a [SlidingLog] writes
-// one entry per unit, as AllowN of its size does: keep its maxUnits
-// small. A decision from a lease costs an atomic operation and a clock
-// read, and allocates nothing but, for an [All], its Parts. The section "Hot keys" of the
+// process and key, once. A lease of a [SlidingLog] writes one entry per
+// unit, as AllowN of its size does: keep its maxUnits small. A decision
+// from a lease costs an atomic operation and a clock read, and allocates
+// nothing but, for an [All], its Parts. The section "Hot keys" of the
 // README has the figures.
 //
 // # Batching
