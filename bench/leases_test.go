@@ -223,23 +223,12 @@ func TestLeaseWorkerProcess(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			var mine []admitcheck.Call
-			var calls int64
-			for {
-				start := time.Now().UnixNano()
+			mine, calls, err := admitcheck.Record(deadline, func() (bool, error) {
 				r, err := lim.Allow(ctx, cfg.Key)
-				end := time.Now().UnixNano()
-				if err != nil {
-					t.Errorf("Allow: %v", err)
-					break
-				}
-				calls++
-				if r.Allowed {
-					mine = append(mine, admitcheck.Call{Start: start, End: end})
-				}
-				if end >= deadline {
-					break
-				}
+				return r.Allowed, err
+			})
+			if err != nil {
+				t.Errorf("Allow: %v", err)
 			}
 			mu.Lock()
 			res.Admitted = append(res.Admitted, mine...)

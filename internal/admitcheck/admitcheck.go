@@ -74,6 +74,27 @@ func (c *Calls) CertainlyIn(a, b int64) int {
 	return max(n, 0)
 }
 
+// Record calls allow until a call returns at deadline (Unix ns) or later,
+// and returns the admitted calls, each with its start and return times,
+// and how many calls it made. An error of allow stops it and is returned.
+func Record(deadline int64, allow func() (bool, error)) (admitted []Call, calls int64, err error) {
+	for {
+		start := time.Now().UnixNano()
+		ok, err := allow()
+		end := time.Now().UnixNano()
+		if err != nil {
+			return admitted, calls, err
+		}
+		calls++
+		if ok {
+			admitted = append(admitted, Call{Start: start, End: end})
+		}
+		if end >= deadline {
+			return admitted, calls, nil
+		}
+	}
+}
+
 // countBelow returns how many of sorted are below x.
 func countBelow(sorted []int64, x int64) int {
 	i, _ := slices.BinarySearch(sorted, x)

@@ -1,6 +1,7 @@
 package admitcheck
 
 import (
+	"errors"
 	"testing"
 	"time"
 )
@@ -88,5 +89,34 @@ func TestMet(t *testing.T) {
 		if err := Met(tc.calls, tc.admitted, 1000); (err == nil) != tc.ok {
 			t.Errorf("Met(%d, %d, 1000) = %v, want ok %v", tc.calls, tc.admitted, err, tc.ok)
 		}
+	}
+}
+
+// Record keeps the admitted calls with their times, counts every call,
+// stops at the first call that returns at the deadline, and stops at an
+// error.
+func TestRecord(t *testing.T) {
+	i := 0
+	deadline := time.Now().Add(20 * time.Millisecond).UnixNano()
+	admitted, calls, err := Record(deadline, func() (bool, error) {
+		i++
+		time.Sleep(time.Millisecond)
+		return i%2 == 1, nil
+	})
+	if err != nil || calls != int64(i) || len(admitted) != (i+1)/2 {
+		t.Fatalf("%d calls, %d admitted, %v; want %d calls, %d admitted", calls, len(admitted), err, i, (i+1)/2)
+	}
+	for _, c := range admitted {
+		if c.End < c.Start {
+			t.Errorf("call ends before it starts: %+v", c)
+		}
+	}
+	if last := admitted[len(admitted)-1].End; calls > 2 && admitted[0].Start > last {
+		t.Errorf("calls out of order")
+	}
+	boom := errors.New("boom")
+	_, calls, err = Record(time.Now().Add(time.Hour).UnixNano(), func() (bool, error) { return false, boom })
+	if !errors.Is(err, boom) || calls != 0 {
+		t.Errorf("%d calls, %v; want 0 and the error", calls, err)
 	}
 }
