@@ -17,17 +17,13 @@ func TestAssemble(t *testing.T) {
 			t.Errorf("body %q defined %d times, want %d", body[len(body)-4:], got, want)
 		}
 	}
-	for _, want := range []string{
+	lacks(t, src,
 		"decide1(KEYS[1], now, n, ARGV[4])",
 		"decide2(KEYS[2], now, n)",
 		"decide1(KEYS[3], now, n, ARGV[5])",
 		"local ok = a1 and a2 and a3 and consume",
 		"return {a1 and 1 or 0, r1, t1, e1, a2 and 1 or 0, r2, t2, e2, a3 and 1 or 0, r3, t3, e3}",
-	} {
-		if !strings.Contains(src, want) {
-			t.Errorf("assembled script lacks %q:\n%s", want, src)
-		}
-	}
+	)
 	if !strings.Contains(src, "local ttl_margin = 1500\n") {
 		t.Errorf("assembled script does not set ttl_margin to 1.5s in ms:\n%s", src)
 	}
@@ -39,18 +35,14 @@ func TestAssemble(t *testing.T) {
 func TestAssembleCharges(t *testing.T) {
 	a := "local function decide(key, now, n, x) return true, nil end -- A"
 	src := Assemble([]string{a, a}, []int{1, 1}, time.Second)
-	for _, want := range []string{
+	lacks(t, src,
 		"if mode == 'd' or mode == 'r' then",
 		"if mode == 'r' then c = -n end",
 		"w1(true, KEYS[1], now, c, ",
 		"w2(true, KEYS[2], now, c, ",
 		"  n = 1\n",
 		"a2, w2, s2_1, s2_2, s2_3, s2_4, s2_5, s2_6, s2_7, s2_8, s2_9, s2_10 = decide1(KEYS[2], now, n, ARGV[5])",
-	} {
-		if !strings.Contains(src, want) {
-			t.Errorf("assembled script lacks %q:\n%s", want, src)
-		}
-	}
+	)
 	if i, j := strings.Index(src, "  n = 1\n"), strings.Index(src, "local ok ="); i < 0 || j < i {
 		t.Errorf("the cost is not reset before the final writes:\n%s", src)
 	}
@@ -63,7 +55,7 @@ func TestAssembleCharges(t *testing.T) {
 func TestAssembleLeases(t *testing.T) {
 	a := "local function decide(key, now, n, x) return true, nil end -- A"
 	src := Assemble([]string{a, a}, []int{1, 1}, time.Second)
-	for _, want := range []string{
+	lacks(t, src,
 		"if string.byte(mode) == 108 then",
 		"lease = tonumber(string.sub(mode, 2))",
 		"elseif now < tonumber(string.sub(mode, 2)) then\n    mode = 'r'\n  else\n    mode = '0'",
@@ -72,12 +64,18 @@ func TestAssembleLeases(t *testing.T) {
 		"if q2 < g then g = q2 end",
 		"if n > need and not (a1 and a2) then",
 		"return {a1 and 1 or 0, r1, t1, e1, a2 and 1 or 0, r2, t2, e2, got, now}",
-	} {
+	)
+	if i, j := strings.Index(src, "if lease > n"), strings.Index(src, "local ok ="); i < 0 || j < i {
+		t.Errorf("the lease's size is not settled before the final writes:\n%s", src)
+	}
+}
+
+// lacks reports each of wants that src does not hold.
+func lacks(t *testing.T, src string, wants ...string) {
+	t.Helper()
+	for _, want := range wants {
 		if !strings.Contains(src, want) {
 			t.Errorf("assembled script lacks %q:\n%s", want, src)
 		}
-	}
-	if i, j := strings.Index(src, "if lease > n"), strings.Index(src, "local ok ="); i < 0 || j < i {
-		t.Errorf("the lease's size is not settled before the final writes:\n%s", src)
 	}
 }
