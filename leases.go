@@ -63,9 +63,9 @@ type lease struct {
 	units   atomic.Int64 // left; 0 once the lease has ended
 	expires int64        // µs on the limiter's clock
 	takenAt int64        // µs on the limiter's clock
-	// giveBack is the mode of the script call that gives the units back:
-	// a plain refund, or a refund that holds only before a time; "" when
-	// they cannot be given back exactly, and stay consumed.
+	// giveBack is the mode of the script call that gives the units back,
+	// a refund that holds only before a time (luascript.GiveBackPrefix);
+	// "" when they cannot be given back exactly, and stay consumed.
 	giveBack string
 	res      Result // what Redis said when the lease was taken
 	timer    atomic.Pointer[time.Timer]
@@ -84,7 +84,7 @@ type take struct {
 	err error  // the call's error
 }
 
-// clock returns the limiter's time for leases, in µs: [WithClock]'s, or
+// leaseClock returns the limiter's time for leases, in µs: [WithClock]'s, or
 // a monotonic clock.
 func (l *Limiter) leaseClock() int64 {
 	if l.now != nil {
@@ -149,6 +149,8 @@ func (ls *leases) spend(key string, n int) (Result, bool) {
 	return ls.spendFrom(hk, n, ls.l.leaseClock())
 }
 
+// spendFrom is spend on hk at now; it ends hk's lease once it has expired,
+// or when the clock reads before the lease was taken.
 func (ls *leases) spendFrom(hk *hotKey, n int, now int64) (Result, bool) {
 	p := hk.cur.Load()
 	if p == nil {
