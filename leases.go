@@ -139,14 +139,16 @@ func (ls *leases) sweep() {
 }
 
 // spend admits a call of cost n on key from its lease, if it holds n
-// units and has not expired.
-func (ls *leases) spend(key string, n int) (Result, bool) {
+// units and has not expired. It returns key's entry, for [leases.take],
+// or nil when the table has no room for it.
+func (ls *leases) spend(key string, n int) (Result, *hotKey, bool) {
 	hk := ls.hot(key)
 	if hk == nil {
-		return Result{}, false
+		return Result{}, nil, false
 	}
 	hk.calls.Add(1)
-	return ls.spendFrom(hk, n, ls.l.leaseClock())
+	r, ok := ls.spendFrom(hk, n, ls.l.leaseClock())
+	return r, hk, ok
 }
 
 // spendFrom is spend on hk at now; it ends hk's lease once it has expired,
@@ -231,17 +233,13 @@ func (ls *leases) sizeFor(hk *hotKey, n int, now int64) int64 {
 // can spend each new lease before a woken caller runs.
 const leaseTries = 8
 
-// take decides a call of cost n on key through a lease: from the units
+// take decides a call of cost n on hk's key through a lease: from the units
 // a request in flight brings, or by asking for a lease itself, when the
 // key's rate makes one pay. It reports false when the call should be
 // decided in Redis as usual. It waits for lease requests no longer than
 // the limiter's timeout in all, nor past ctx's end.
-func (ls *leases) take(ctx context.Context, key string, n int, at sendStamp) (outcome, bool) {
-	hk := ls.hot(key)
-	if hk == nil {
-		return outcome{}, false
-	}
-	l := ls.l
+func (ls *leases) take(ctx context.Context, hk *hotKey, n int, at sendStamp) (outcome, bool) {
+	l, key := ls.l, hk.key
 	start := time.Now()
 	var timeout *time.Timer
 	defer func() {

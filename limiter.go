@@ -546,8 +546,10 @@ func (l *Limiter) Reset(ctx context.Context, key string) error {
 	if l.local != nil {
 		l.local.delete(key)
 	}
-	for _, ls := range l.fam.leaseSets() {
-		ls.drop(key) // every Limiter derived from this one may share the key
+	if l.leaseUnits > 0 { // an option, so the same for the whole family
+		for _, ls := range l.fam.leaseSets() {
+			ls.drop(key) // every Limiter derived from this one may share the key
+		}
 	}
 	if l.denials != nil {
 		l.denials.beginReset(key)
@@ -613,8 +615,11 @@ func (l *Limiter) decideOnce(ctx context.Context, key string, n int, consume boo
 	if l.client == nil {
 		return outcome{res: l.decideLocal(key, n, consume, false), src: fromLocal}
 	}
+	var hot *hotKey
 	if l.leases != nil && consume {
-		if r, ok := l.leases.spend(key, n); ok {
+		var r Result
+		var ok bool
+		if r, hot, ok = l.leases.spend(key, n); ok {
 			return outcome{res: r, src: fromLease}
 		}
 	}
@@ -626,8 +631,8 @@ func (l *Limiter) decideOnce(ctx context.Context, key string, n int, consume boo
 		}
 		epoch = l.denials.stamp()
 	}
-	if l.leases != nil && consume {
-		if o, ok := l.leases.take(ctx, key, n, sendStamp{now, epoch}); ok {
+	if hot != nil {
+		if o, ok := l.leases.take(ctx, hot, n, sendStamp{now, epoch}); ok {
 			return o
 		}
 	}
@@ -811,7 +816,7 @@ func (l *Limiter) AllowMany(ctx context.Context, keys []string) ([]Result, error
 	reqs := make([]request, 0, len(keys))
 	for i, k := range keys {
 		if l.leases != nil {
-			if r, ok := l.leases.spend(k, 1); ok {
+			if r, _, ok := l.leases.spend(k, 1); ok {
 				res[i] = r
 				leased = append(leased, i)
 				continue
